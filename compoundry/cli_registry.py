@@ -1,0 +1,101 @@
+"""CLI commands for the Model Store and deployments: register, deploy, deployments, demo."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _settings():
+    from compoundry.settings import PlatformSettings
+
+    return PlatformSettings.load()
+
+
+def register(
+    model_name: str = typer.Argument(..., help="Registered model name (a component's `model`)."),
+    model_uri: str = typer.Argument(..., help="A logged model URI: runs:/<run>/<path>, models:/m-..., or a path."),
+    component: Optional[str] = typer.Option(None, help="Component this version is for (tag compoundry.component)."),
+    no_deploy: bool = typer.Option(False, "--no-deploy", help="Register only (tag compoundry.deploy=false)."),
+    tag: list[str] = typer.Option([], help="Extra version tags, KEY=VALUE (repeatable)."),
+) -> None:
+    """Register a model version in MLflow; the webhook (or the poller) deploys it."""
+    from registry.store import TAG_COMPONENT, TAG_DEPLOY, ModelStore
+
+    tags = dict(t.split("=", 1) for t in tag if "=" in t)
+    if component:
+        tags[TAG_COMPONENT] = component
+    if no_deploy:
+        tags[TAG_DEPLOY] = "false"
+    info = ModelStore(_settings().mlflow_url).register(model_name, model_uri, tags=tags)
+    console.print(f"registered [bold]{info.name}[/] v{info.version} ({info.uri})")
+
+
+def deploy(
+    model_name: str = typer.Argument(..., help="Registered model name."),
+    version: str = typer.Argument(..., help="Version to deploy."),
+    component: Optional[str] = typer.Option(None, help="Component to deploy it as (default: by model name)."),
+) -> None:
+    """Start a deploy-model-version flow run by hand (claims the version like a webhook would)."""
+    import asyncio
+
+    from compoundry.config.loader import load_config
+    from compoundry.deploy_policy import DeployRequest
+    from compoundry.orchestration import start_deploy_runs
+    from compoundry.store import PlatformStore
+
+    settings = _settings()
+    config = load_config(settings.config_dir)
+    name = component or next((n for n, c in config.components.items() if c.model == model_name), None)
+    if name is None:
+        console.print(f"[red]no component serves model {model_name!r}; pass --component[/]")
+        raise typer.Exit(1)
+    store = PlatformStore(settings.database_url)
+    store.create_schema()
+    request = DeployRequest(name, model_name, version, "manual", "cli")
+    started = asyncio.run(start_deploy_runs(store, [request]))[0]
+    if not started.flow_run_id:
+        console.print(f"{model_name} v{version} was already deployed by hand once; see `compoundry deployments`")
+        raise typer.Exit(1)
+    console.print(f"started flow run [bold]{started.flow_run_name}[/]: {settings.prefect_ui_url}/runs/flow-run/{started.flow_run_id}")
+
+
+def deployments(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List deployments, their status, replicas and which one each component routes to."""
+    from dataclasses import asdict
+
+    from compoundry.store import PlatformStore
+
+    store = PlatformStore(_settings().database_url)
+    store.create_schema()
+    rows = store.deployments()
+    if as_json:
+        console.print_json(json.dumps([asdict(d) for d in rows]))
+        return
+    table = Table("deployment", "component", "model", "version", "status", "routed", "replicas", "load s")
+    for d in rows:
+        table.add_row(d.id, d.component, d.model_name, d.model_version, d.status, "yes" if d.routed else "",
+                      ", ".join(r.url for r in d.replicas), f"{d.load_time_s:.1f}" if d.load_time_s else "")
+    console.print(table)
+
+
+def demo(timeout: float = typer.Option(900, help="Seconds to wait for the deployments.")) -> None:
+    """Register the demo models, wait for their deploys, ask the support-agent pipeline."""
+    from compoundry.demo import run_demo
+
+    try:
+        run_demo(_settings(), console, timeout_s=timeout)
+    except (TimeoutError, RuntimeError) as exc:
+        console.print(f"[red]demo failed:[/] {exc}")
+        raise typer.Exit(1)
+
+
+def register_commands(app: typer.Typer) -> None:
+    for command in (register, deploy, deployments, demo):
+        app.command()(command)

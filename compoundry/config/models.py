@@ -1,0 +1,311 @@
+"""Pydantic models of ``configs/*.yaml``.
+
+Every model forbids unknown keys so a typo (``max_replica``) is an error with a
+line number rather than a silently ignored setting. Rules that involve one file
+only live here; rules that look across files (a step naming an unknown
+component, DAG checks) live in :mod:`compoundry.config.loader`.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from croniter import croniter
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from compoundry.dag import topological_levels
+from compoundry.settings import PlatformConfig
+
+#: The Prefect flows a schedule may start (``schedules.yaml`` ``flow:``).
+KNOWN_FLOWS: tuple[str, ...] = ("registry-poll", "scheduled-warmup", "cost-report", "evaluate-experiment")
+
+Engine = Literal["sentence-transformers", "pyfunc", "llm"]
+Mode = Literal["dedicated", "serverless", "auto"]
+LatencyClass = Literal["interactive", "batch"]
+
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
+_STEP_CHARS = _NAME_CHARS | {"_"}
+
+
+def _check_name(value: str) -> str:
+    if not value or not set(value) <= _NAME_CHARS or value[0] == "-":
+        raise ValueError(f"name {value!r} must be lowercase letters, digits and dashes, not starting with a dash")
+    return value
+
+
+def _check_step_name(value: str) -> str:
+    if not value or not set(value) <= _STEP_CHARS or value[0] in "-_":
+        raise ValueError(f"step name {value!r} must be lowercase letters, digits, '-' or '_'")
+    return value
+
+
+#: Names of components, pipelines, experiments, schedules, variants (they appear in URLs and metrics).
+Name = Annotated[str, AfterValidator(_check_name), WithJsonSchema({"type": "string", "pattern": "^[a-z0-9][a-z0-9-]*$"})]
+#: Step names appear in ``${steps.NAME...}`` templates; underscores are allowed too.
+StepName = Annotated[str, AfterValidator(_check_step_name),
+                     WithJsonSchema({"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$"})]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- components.yaml
+class Scaling(Strict):
+    min_replicas: NonNegativeInt = Field(0, description="replicas kept up even when idle (provisioned concurrency)")
+    max_replicas: PositiveInt = Field(1, description="upper bound on replicas; >= min_replicas")
+    target_concurrency: PositiveInt = Field(8, description="in-flight requests per replica the autoscaler aims for")
+    idle_window_s: PositiveFloat = Field(300, description="seconds without traffic before scaling down to min")
+
+    @field_validator("max_replicas")
+    @classmethod
+    def _above_min(cls, v: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_replicas")
+        if low is not None and v < low:
+            raise ValueError(f"max_replicas ({v}) must be >= min_replicas ({low})")
+        return v
+
+
+class Timeouts(Strict):
+    request_s: PositiveFloat = Field(30, description="one call to a ready replica")
+    cold_start_s: PositiveFloat = Field(120, description="how long a replica may take to become ready")
+
+
+class Breaker(Strict):
+    consecutive_failures: PositiveInt = Field(5, description="open after this many failures in a row")
+    error_rate: float = Field(0.5, gt=0, le=1, description="or when this fraction of calls in the window fail")
+    window_s: PositiveFloat = Field(30, description="sliding window for error_rate")
+    cooldown_s: PositiveFloat = Field(15, description="how long the breaker stays open before a trial call")
+
+
+class Prices(Strict):
+    replica_hour: NonNegativeFloat = Field(0.0, description="cost of one replica for one hour")
+    per_call: NonNegativeFloat = Field(0.0, description="cost of one invocation")
+    per_1k_tokens: NonNegativeFloat = Field(0.0, description="cost per 1000 tokens (llm engines)")
+
+
+class Component(Strict):
+    """A logical model endpoint that pipelines call by name."""
+
+    description: str = ""
+    model: str = Field(description="registered MLflow model name", min_length=1)
+    alias: str = Field("champion", description="MLflow alias this component serves", min_length=1)
+    engine: Engine
+    mode: Mode = "serverless"
+    latency_class: LatencyClass = "interactive"
+    scaling: Scaling = Scaling()
+    timeouts: Timeouts = Timeouts()
+    breaker: Breaker = Breaker()
+    prices: Prices = Prices()
+    engine_options: dict[str, Any] = Field(default_factory=dict, description="passed to the Bento as JSON")
+
+
+class ComponentsFile(Strict):
+    """``configs/components.yaml``."""
+
+    components: dict[Name, Component] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- pipelines.yaml
+class Fallback(Strict):
+    """What an optional step yields when it fails: a static ``output`` or another ``component``."""
+
+    output: Any = None
+    component: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Fallback":
+        given = {"output", "component"} & self.model_fields_set
+        if len(given) != 1:
+            raise ValueError("fallback needs exactly one of 'output' or 'component'")
+        return self
+
+
+class Step(Strict):
+    component: str = Field(min_length=1)
+    description: str = ""
+    depends_on: list[str] = Field(default_factory=list)
+    inputs: Any = Field(default_factory=dict, description="JSON value; strings may hold ${...} templates")
+    optional: bool = False
+    fallback: Fallback | None = None
+    timeout_s: PositiveFloat | None = Field(None, description="overrides the component's timeouts.request_s")
+
+    @field_validator("fallback")
+    @classmethod
+    def _only_optional(cls, v: Fallback | None, info: ValidationInfo) -> Fallback | None:
+        if v is not None and not info.data.get("optional", False):
+            raise ValueError("fallback is only allowed on a step with optional: true")
+        return v
+
+
+class Pipeline(Strict):
+    description: str = ""
+    latency_class: LatencyClass = "interactive"
+    sla_ms: PositiveInt = Field(10_000, description="end-to-end latency objective")
+    prewarm: bool = Field(True, description="warm every component of the pipeline when its first step is hit")
+    steps: dict[StepName, Step]
+    output: Any = Field(None, description="JSON value with ${...} templates; the pipeline's response")
+
+    @field_validator("steps")
+    @classmethod
+    def _not_empty(cls, v: dict) -> dict:
+        if not v:
+            raise ValueError("a pipeline needs at least one step")
+        return v
+
+    @property
+    def dependencies(self) -> dict[str, list[str]]:
+        """``step -> depends_on``, the shape :mod:`compoundry.dag` works on."""
+        return {name: list(step.depends_on) for name, step in self.steps.items()}
+
+    def levels(self) -> list[list[str]]:
+        """Steps grouped by what can run in parallel (valid only after cross-file validation)."""
+        return topological_levels(self.dependencies)
+
+    @property
+    def components(self) -> list[str]:
+        """Components this pipeline calls (steps and fallbacks), in step order, no duplicates."""
+        names = [s.component for s in self.steps.values()]
+        names += [s.fallback.component for s in self.steps.values() if s.fallback and s.fallback.component]
+        return list(dict.fromkeys(names))
+
+
+class PipelinesFile(Strict):
+    """``configs/pipelines.yaml``."""
+
+    pipelines: dict[Name, Pipeline] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- experiments.yaml
+class Variant(Strict):
+    name: Name
+    alias: str | None = None
+    version: str | None = None
+    weight: NonNegativeInt = Field(description="percent of traffic; all weights sum to 100")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _alias_or_version(self) -> "Variant":
+        if (self.alias is None) == (self.version is None):
+            raise ValueError("a variant needs exactly one of 'alias' or 'version'")
+        return self
+
+
+class Shadow(Strict):
+    variant: str
+    fraction: float = Field(0.0, ge=0, le=1, description="share of requests mirrored to the shadow variant")
+
+
+class Experiment(Strict):
+    component: str
+    enabled: bool = True
+    sticky_key: Literal["session", "user", "request"] = "session"
+    variants: list[Variant] = Field(min_length=1)
+    shadow: Shadow | None = None
+
+    @field_validator("variants")
+    @classmethod
+    def _split(cls, v: list[Variant]) -> list[Variant]:
+        names = [x.name for x in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate variant name(s): {', '.join(dupes)}")
+        total = sum(x.weight for x in v)
+        if total != 100:
+            raise ValueError(f"variant weights sum to {total}, they must sum to 100")
+        return v
+
+    @field_validator("shadow")
+    @classmethod
+    def _known_variant(cls, v: Shadow | None, info: ValidationInfo) -> Shadow | None:
+        variants = info.data.get("variants")
+        if v is not None and variants is not None and v.variant not in {x.name for x in variants}:
+            known = ", ".join(x.name for x in variants)
+            raise ValueError(f"shadow variant {v.variant!r} is not a variant (known: {known})")
+        return v
+
+
+class ExperimentsFile(Strict):
+    """``configs/experiments.yaml``."""
+
+    experiments: dict[Name, Experiment] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- schedules.yaml
+class Schedule(Strict):
+    flow: str = Field(description="one of " + ", ".join(KNOWN_FLOWS))
+    cron: str = Field(description="5-field cron expression, e.g. '*/2 * * * *'")
+    timezone: str = "UTC"
+    enabled: bool = True
+    parameters: dict[str, Any] = Field(default_factory=dict, description="passed to the flow run")
+
+    @field_validator("flow")
+    @classmethod
+    def _known_flow(cls, v: str) -> str:
+        if v not in KNOWN_FLOWS:
+            raise ValueError(f"unknown flow {v!r} (known: {', '.join(KNOWN_FLOWS)})")
+        return v
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, v: str) -> str:
+        if not croniter.is_valid(v):
+            raise ValueError(f"invalid cron expression {v!r}")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_tz(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {v!r}") from None
+        return v
+
+
+class SchedulesFile(Strict):
+    """``configs/schedules.yaml``."""
+
+    schedules: dict[Name, Schedule] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- the bundle
+#: file stem -> (file model, top-level key or None when the file *is* the model)
+FILE_MODELS: dict[str, tuple[type[BaseModel], str | None]] = {
+    "platform": (PlatformConfig, None),
+    "components": (ComponentsFile, "components"),
+    "pipelines": (PipelinesFile, "pipelines"),
+    "experiments": (ExperimentsFile, "experiments"),
+    "schedules": (SchedulesFile, "schedules"),
+}
+
+
+class Config(Strict):
+    """Everything in ``configs/``, validated within and across files."""
+
+    config_dir: Path
+    platform: PlatformConfig = PlatformConfig()
+    components: dict[str, Component] = Field(default_factory=dict)
+    pipelines: dict[str, Pipeline] = Field(default_factory=dict)
+    experiments: dict[str, Experiment] = Field(default_factory=dict)
+    schedules: dict[str, Schedule] = Field(default_factory=dict)
+    sources: dict[str, Path] = Field(default_factory=dict, description="file stem -> path it was read from")

@@ -1,0 +1,100 @@
+"""Which registry changes lead to a deploy: pure decisions over plain data.
+
+Both paths that observe MLflow (the webhook receiver and the `registry-poll`
+flow) turn what they saw into `DeployRequest`s here, then claim each request's
+key in the platform database: whichever path claims first deploys, the other
+does nothing. That is how "a version is deployed once" holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from registry.store import TAG_COMPONENT, TAG_DEPLOY
+
+
+@dataclass(frozen=True)
+class ComponentTarget:
+    """The slice of a component's configuration deploy decisions need."""
+
+    name: str
+    model: str
+    alias: str
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    component: str
+    model_name: str
+    version: str
+    reason: str        # the claim key besides (model, version): "version" or "alias:<alias>:from:<v>"
+    source: str        # webhook | poll | cli
+
+    @property
+    def parameters(self) -> dict[str, str]:
+        return {"model_name": self.model_name, "version": self.version, "component": self.component,
+                "source": self.source}
+
+
+def components_for(model_name: str, tags: Mapping[str, str], components: list[ComponentTarget]) -> list[ComponentTarget]:
+    """Components served by this model: the version's component tag wins over the model name."""
+    tagged = tags.get(TAG_COMPONENT)
+    if tagged:
+        return [c for c in components if c.name == tagged and c.model == model_name]
+    return [c for c in components if c.model == model_name]
+
+
+def on_version_created(model_name: str, version: str, tags: Mapping[str, str],
+                       components: list[ComponentTarget], source: str) -> list[DeployRequest]:
+    """A new version is deployed (and becomes the component's alias) unless tagged not to."""
+    if str(tags.get(TAG_DEPLOY, "true")).lower() == "false":
+        return []
+    return [DeployRequest(c.name, model_name, str(version), "version", source)
+            for c in components_for(model_name, tags, components)]
+
+
+def on_alias_set(model_name: str, alias: str, version: str, components: list[ComponentTarget],
+                 routed_versions: Mapping[str, str], source: str) -> list[DeployRequest]:
+    """Moving a component's serving alias to a version it does not serve redeploys it.
+
+    The deploy flow itself sets the alias after switching the route, so its
+    own alias event finds the version already routed and is ignored.
+    """
+    requests = []
+    for c in components:
+        if c.model != model_name or c.alias != alias:
+            continue
+        current = routed_versions.get(c.name)
+        if current == str(version):
+            continue
+        requests.append(DeployRequest(c.name, model_name, str(version), f"alias:{alias}:from:{current}", source))
+    return requests
+
+
+def on_poll(model_name: str, latest_version: str | None, latest_tags: Mapping[str, str],
+            alias_version: str | None, alias: str, components: list[ComponentTarget],
+            routed_versions: Mapping[str, str]) -> list[DeployRequest]:
+    """What the poller would have heard by webhook: the newest version, and the alias position."""
+    requests: list[DeployRequest] = []
+    if latest_version is not None:
+        newer = [c for c in components_for(model_name, latest_tags, components)
+                 if _newer(latest_version, routed_versions.get(c.name))]
+        requests += [r for r in on_version_created(model_name, latest_version, latest_tags, newer, "poll")]
+    if alias_version is not None:
+        requests += on_alias_set(model_name, alias, alias_version, components, routed_versions, "poll")
+    return _unique(requests)
+
+
+def _newer(version: str, routed: str | None) -> bool:
+    return routed is None or int(version) > int(routed)
+
+
+def _unique(requests: list[DeployRequest]) -> list[DeployRequest]:
+    seen, out = set(), []
+    for r in requests:
+        key = (r.component, r.model_name, r.version)
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out

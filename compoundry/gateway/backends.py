@@ -1,0 +1,61 @@
+"""HTTP calls to Bento replicas: ``POST {replica}/invoke {"inputs": ...}``.
+
+One shared ``httpx.AsyncClient`` per gateway keeps connections to replicas
+alive (a new TCP connection per step would be a visible share of a pipeline's
+overhead). Every failure becomes a typed :mod:`compoundry.gateway.errors`
+exception that keeps the replica's own message, so a client sees why its
+inputs were refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from compoundry.gateway.errors import ComponentFailed, ComponentTimeout, InvalidInput
+
+DEFAULT_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=30)
+
+
+class ReplicaClient:
+    def __init__(self, client: httpx.AsyncClient | None = None, limits: httpx.Limits = DEFAULT_LIMITS):
+        self._client = client or httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0), trust_env=False)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def invoke(self, url: str, inputs: Any, timeout: float, component: str | None = None) -> Any:
+        """POST the inputs to one replica and return its JSON output."""
+        where = {"component": component, "replica": url} if component else {"replica": url}
+        try:
+            response = await self._client.post(f"{url.rstrip('/')}/invoke", json={"inputs": inputs},
+                                               timeout=timeout)
+        except httpx.TimeoutException as exc:
+            raise ComponentTimeout(f"{component or url} did not answer within {timeout:.3f}s", where) from exc
+        except httpx.HTTPError as exc:
+            raise ComponentFailed(f"{component or url} unreachable: {type(exc).__name__}: {exc}", where) from exc
+        if response.status_code >= 500:
+            raise ComponentFailed(f"{component or url} failed: {replica_message(response)}",
+                                  {**where, "replica_status": response.status_code})
+        if response.status_code >= 400:
+            raise InvalidInput(replica_message(response), {**where, "replica_status": response.status_code})
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ComponentFailed(f"{component or url} answered non-JSON", where) from exc
+
+
+def replica_message(response: httpx.Response) -> str:
+    """The error text a replica sent: BentoML's ``{"error": ...}``, ours, FastAPI's ``detail``, or raw text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500] or f"HTTP {response.status_code}"
+    if isinstance(body, dict):
+        error = body.get("error", body.get("detail"))
+        if isinstance(error, dict):
+            error = error.get("message", error)
+        if error is not None:
+            return error if isinstance(error, str) else str(error)[:500]
+    return str(body)[:500]

@@ -1,0 +1,103 @@
+"""The gateway's route table: the last known routes, refreshed in the background.
+
+The request path reads only this in-memory table, never the database
+(docs/decisions/0004-gateway-route-cache.md): a slow or dead database must not
+add latency to, or fail, a prediction. A refresh that fails keeps the last
+known routes and logs a warning once per outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from compoundry.gateway.errors import ComponentUnavailable
+from compoundry.store import ReplicaView, RouteView
+
+log = logging.getLogger(__name__)
+
+
+class RouteTable:
+    """``component -> RouteView`` with ready replicas, swapped atomically on each refresh."""
+
+    def __init__(self, load: Callable[[], dict[str, RouteView]], refresh_s: float = 0.5,
+                 retry_after_s: float = 1.0):
+        self._load = load
+        self.refresh_s = refresh_s
+        self.retry_after_s = retry_after_s
+        self._routes: dict[str, RouteView] = {}
+        self._cursor: dict[str, int] = {}
+        self._task: asyncio.Task | None = None
+        self.loaded = False
+        self.last_ok: float | None = None  # time.time() of the last successful refresh
+        self.last_error: str | None = None
+
+    @property
+    def routes(self) -> dict[str, RouteView]:
+        return self._routes
+
+    # --- refresh -------------------------------------------------------------
+    async def refresh(self) -> bool:
+        """Re-read the routes in a worker thread; on failure keep the last known ones."""
+        try:
+            routes = await asyncio.to_thread(self._load)
+        except Exception as exc:  # the database is down, locked, corrupt...
+            if self.last_error is None:
+                log.warning("route refresh failed, serving the last known routes: %s", _short(exc))
+            self.last_error = _short(exc)
+            return False
+        if self.last_error is not None:
+            log.info("route refresh recovered")
+        self._routes = routes
+        self.loaded = True
+        self.last_ok = time.time()
+        self.last_error = None
+        return True
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            await self.refresh()
+
+    async def start(self) -> None:
+        """First load (so the gateway is ready at once when the DB is up), then refresh forever."""
+        await self.refresh()
+        self._task = asyncio.create_task(self._loop(), name="route-refresher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    # --- request path ----------------------------------------------------------
+    def pick_replica(self, component: str) -> tuple[RouteView, ReplicaView]:
+        """Round-robin over the component's ready replicas; 503 when there is none."""
+        route = self._routes.get(component)
+        if route is None:
+            raise ComponentUnavailable(f"component {component!r} has no route (not deployed yet)",
+                                       {"component": component}, retry_after=self.retry_after_s)
+        if not route.replicas:
+            raise ComponentUnavailable(f"component {component!r} has no ready replica",
+                                       {"component": component, "deployment": route.deployment_id},
+                                       retry_after=self.retry_after_s)
+        i = self._cursor.get(component, 0)
+        self._cursor[component] = i + 1
+        return route, route.replicas[i % len(route.replicas)]
+
+    def describe(self) -> dict[str, dict]:
+        """The table for ``GET /v1/routes``."""
+        return {
+            name: {"deployment": r.deployment_id, "model_name": r.model_name, "model_version": r.model_version,
+                   "engine": r.engine, "replicas": [rep.url for rep in r.replicas]}
+            for name, r in sorted(self._routes.items())
+        }
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text[:200]}"

@@ -1,0 +1,44 @@
+"""Gateway process entry point: ``python -m compoundry.gateway.server``.
+
+Reads the same settings and configs as every other platform process, opens
+the platform database (creating its tables if this is a fresh state dir) and
+serves the app with uvicorn. A bad config is printed as ``file:line`` issues
+and exits with status 2, before anything listens.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def main() -> int:
+    import uvicorn
+
+    from compoundry.config.loader import ConfigError, load_config
+    from compoundry.gateway.app import create_app
+    from compoundry.settings import PlatformSettings
+    from compoundry.store import PlatformStore
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per replica call is noise, and costs time
+    try:
+        settings = PlatformSettings.load()
+        config = load_config(settings.config_dir)
+    except ConfigError as exc:
+        print(f"invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    store = PlatformStore(settings.database_url)
+    store.create_schema()
+    app = create_app(settings, config, store)
+    try:
+        uvicorn.run(app, host=settings.bind_host, port=settings.gateway_port, log_level="warning",
+                    access_log=False)
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""What the embedded platform runs: one declarative `ServiceSpec` per process.
+
+The supervisor knows nothing service-specific; everything it needs (command,
+environment, how to tell the service is healthy, what it waits for) is here,
+derived from `PlatformSettings` so tests can run a second platform on other
+ports and another state folder.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import httpx
+
+from compoundry.settings import REPO_ROOT, PlatformSettings
+
+#: The venv's bin folder: `mlflow`/`prefect` must be the ones installed beside this interpreter.
+BIN_DIR = Path(sys.executable).parent
+#: Prefect deployment that the flow server must have registered before the platform counts as up.
+DEPLOY_DEPLOYMENT = "deploy-model-version"
+FLOWS_MIN_AGE_S = 3.0
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One supervised process. `health` (given the pid) overrides the plain `GET health_url` check."""
+
+    name: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    health_url: str | None
+    start_timeout_s: float
+    depends_on: tuple[str, ...] = ()
+    health: Callable[[int | None], bool] | None = field(default=None, compare=False)
+    title: str = ""
+    url: str | None = None  # what a person opens; shown by `compoundry up/status`
+    cwd: Path = REPO_ROOT
+    #: secrets resolved only when the process starts, so `status`/`down` create no files
+    spawn_env: Callable[[], dict[str, str]] | None = field(default=None, compare=False)
+
+    def start_env(self) -> dict[str, str]:
+        return {**self.env, **(self.spawn_env() if self.spawn_env else {})}
+
+    def is_healthy(self, pid: int | None) -> bool:
+        if self.health is not None:
+            return self.health(pid)
+        return http_ok(self.health_url) if self.health_url else False
+
+
+@dataclass(frozen=True)
+class PostStartHook:
+    """A function called once the services it `needs` are healthy; imported lazily (may not exist yet)."""
+
+    module: str
+    function: str
+    needs: tuple[str, ...]
+    title: str
+    enabled: Callable[[PlatformSettings], bool] | None = field(default=None, compare=False)
+
+
+def http_ok(url: str, timeout_s: float = 2.0) -> bool:
+    try:
+        return httpx.get(url, timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def process_age_s(pid: int | None) -> float:
+    """Seconds since the process started; 0 when it is gone."""
+    import psutil
+
+    if not pid:
+        return 0.0
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return 0.0
+        return time.time() - proc.create_time()
+    except psutil.Error:
+        return 0.0
+
+
+def prefect_has_deployment(api_url: str, name: str = DEPLOY_DEPLOYMENT) -> bool:
+    body = {"deployments": {"name": {"any_": [name]}}, "limit": 1}
+    try:
+        response = httpx.post(f"{api_url}/deployments/filter", json=body, timeout=5)
+        return response.status_code == 200 and bool(response.json())
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def flows_healthy(settings: PlatformSettings, pid: int | None) -> bool:
+    """`serve()` has no HTTP probe: alive a few seconds (imports done) and its deployment registered."""
+    return process_age_s(pid) >= FLOWS_MIN_AGE_S and prefect_has_deployment(settings.prefect_api_url)
+
+
+def _base_env(settings: PlatformSettings) -> dict[str, str]:
+    env = settings.child_env()
+    env.update(DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true")  # no network here; no stalls on telemetry
+    return env
+
+
+def mlflow_spec(settings: PlatformSettings) -> ServiceSpec:
+    root = settings.mlflow_dir
+    env = _base_env(settings)
+    env.update(
+        MLFLOW_WEBHOOK_ALLOWED_SCHEMES="https,http",  # the control API is plain http on localhost
+        MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
+        # the GenAI job runner forks 7 huey consumers; webhooks do not need it (they use a thread pool)
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+    )
+    argv = [
+        str(BIN_DIR / "mlflow"), "server",
+        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",  # webhooks need a SQL store
+        "--artifacts-destination", str(root / "artifacts"),
+        "--host", settings.bind_host, "--port", str(settings.mlflow_port),
+        "--workers", "1",  # RAM: one worker is plenty for a registry on a laptop
+    ]
+    argv += _mlflow_allowed_hosts(settings)
+    return ServiceSpec(
+        name="mlflow", argv=tuple(argv), env=env, health_url=f"{settings.mlflow_url}/health",
+        start_timeout_s=120, title="MLflow UI", url=settings.mlflow_url,
+        # a stable key keeps stored webhook secrets readable after restarts; created on first start only
+        spawn_env=lambda: {"MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": settings.mlflow_fernet_key},
+    )
+
+
+def _mlflow_allowed_hosts(settings: PlatformSettings) -> list[str]:
+    """MLflow's host-header check allows localhost and private IPs; add the advertised host if it is a name."""
+    host = httpx.URL(settings.mlflow_url).host
+    if host in _LOOPBACK:
+        return []
+    port = settings.mlflow_port
+    hosts = [host, f"{host}:{port}", "localhost", f"localhost:{port}", "127.0.0.1", f"127.0.0.1:{port}"]
+    return ["--allowed-hosts", ",".join(hosts)]
+
+
+def prefect_spec(settings: PlatformSettings) -> ServiceSpec:
+    env = _base_env(settings)
+    env.update(
+        PREFECT_HOME=str(settings.prefect_home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_API_HOST=settings.bind_host,
+        PREFECT_SERVER_API_PORT=str(settings.prefect_port),
+        PREFECT_SERVER_UI_ENABLED="true",
+    )
+    argv = (str(BIN_DIR / "prefect"), "server", "start", "--host", settings.bind_host,
+            "--port", str(settings.prefect_port))
+    return ServiceSpec(
+        name="prefect", argv=argv, env=env, health_url=f"{settings.prefect_api_url}/health",
+        start_timeout_s=120, title="Prefect UI", url=settings.prefect_ui_url,
+    )
+
+
+def flows_spec(settings: PlatformSettings) -> ServiceSpec:
+    return ServiceSpec(
+        name="flows", argv=(sys.executable, "-m", "flows.serve"), env=_base_env(settings), health_url=None,
+        start_timeout_s=120, depends_on=("mlflow", "prefect"),
+        health=lambda pid: flows_healthy(settings, pid), title="Flow server",
+        url=f"{settings.prefect_ui_url}/deployments",
+    )
+
+
+def gateway_spec(settings: PlatformSettings) -> ServiceSpec:
+    return ServiceSpec(
+        name="gateway", argv=(sys.executable, "-m", "compoundry.gateway.server"), env=_base_env(settings),
+        health_url=f"{settings.gateway_url}/healthz", start_timeout_s=90, depends_on=("mlflow", "prefect"),
+        title="Prediction Service", url=f"{settings.gateway_url}/docs",
+    )
+
+
+def platform_services(settings: PlatformSettings) -> dict[str, ServiceSpec]:
+    """All services by name, in the order people read them."""
+    specs = (mlflow_spec(settings), prefect_spec(settings), flows_spec(settings), gateway_spec(settings))
+    return {spec.name: spec for spec in specs}
+
+
+#: Called by `up` once every service a hook needs is healthy, in this order.
+POST_START_HOOKS: tuple[PostStartHook, ...] = (
+    PostStartHook("registry.webhooks", "ensure_mlflow_webhook", ("mlflow", "gateway"), "MLflow webhook",
+                  enabled=lambda settings: settings.config.registry.webhooks),  # off: the registry-poll flow deploys
+    PostStartHook("compoundry.targets.local", "restore_routed_replicas", ("mlflow", "gateway"),
+                  "restore routed replicas"),
+)

@@ -1,0 +1,93 @@
+"""SQLAlchemy tables of the platform database.
+
+Flows and the control API write these; gateways only read routes. SQLite in
+the embedded platform, PostgreSQL in production: nothing here is dialect
+specific.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+
+from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class DeploymentStatus(str, enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Deployment(Base):
+    """A built Bento of one model version, running (or not) on a target."""
+
+    __tablename__ = "deployments"
+    id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    component: Mapped[str] = mapped_column(String(100), index=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[str] = mapped_column(String(40))
+    engine: Mapped[str] = mapped_column(String(40))
+    bento_tag: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    target: Mapped[str] = mapped_column(String(40), default="local")
+    status: Mapped[str] = mapped_column(String(20), default=DeploymentStatus.STARTING.value)
+    load_time_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class Replica(Base):
+    """One serving process of a deployment."""
+
+    __tablename__ = "replicas"
+    id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"), index=True)
+    url: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[str] = mapped_column(String(20), default=DeploymentStatus.STARTING.value)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Route(Base):
+    """Which deployment serves a component now (blue/green switches this row)."""
+
+    __tablename__ = "routes"
+    component: Mapped[str] = mapped_column(String(100), primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class DeployClaim(Base):
+    """First path (webhook, poll, CLI) to see a model version claims its deploy."""
+
+    __tablename__ = "deploy_claims"
+    __table_args__ = (UniqueConstraint("model_name", "model_version", "reason"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[str] = mapped_column(String(40))
+    reason: Mapped[str] = mapped_column(String(80))
+    source: Mapped[str] = mapped_column(String(40))
+    flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """Seen MLflow delivery ids: a replayed delivery is refused."""
+
+    __tablename__ = "webhook_deliveries"
+    delivery_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event: Mapped[str] = mapped_column(String(80))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,1 @@
+"""Deployment targets: where replicas of a deployment run."""

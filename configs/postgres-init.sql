@@ -1,0 +1,1 @@
+CREATE DATABASE mlflow; CREATE DATABASE prefect;

@@ -1,0 +1,1 @@
+"""Prefect flows of the platform. Thin: each task calls compoundry/registry/bentos code."""

@@ -1,0 +1,176 @@
+"""`deploy-model-version`: registry version → running, routed replica.
+
+resolve → check signature → build Bento → start replica → wait ready →
+smoke prediction on the new replica → switch route (blue/green) → drain and
+stop the old deployment → set the alias → emit an event. A failure at any step
+fails the flow run with a readable reason and leaves the previous route
+serving: the route switch is the last thing that can fail before traffic moves.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import httpx
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+from prefect.runtime import flow_run
+
+from compoundry.config.loader import load_config
+from compoundry.settings import PlatformSettings
+from compoundry.store import DeploymentStatus, PlatformStore
+from compoundry.targets.local import LocalTarget, ReplicaHandle
+from registry.store import ModelStore, ModelVersionInfo
+
+
+class DeployError(RuntimeError):
+    """A deploy step failed for a reason a person can act on."""
+
+
+def _context():
+    settings = PlatformSettings.load()
+    store = PlatformStore(settings.database_url)
+    store.create_schema()
+    return settings, load_config(settings.config_dir), store
+
+
+@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=2, task_run_name="resolve {model_name} v{version}")
+def resolve_version(tracking_uri: str, model_name: str, version: str) -> ModelVersionInfo:
+    return ModelStore(tracking_uri).get(model_name, version)
+
+
+@task(cache_policy=NO_CACHE, task_run_name="check signature of {info.name} v{info.version}")
+def check_signature(info: ModelVersionInfo, engine: str) -> str:
+    """pyfunc Bentos hand JSON to `predict`: without a signature the schema is unknown."""
+    from mlflow.models import get_model_info
+
+    signature = get_model_info(info.uri).signature
+    if signature is None and engine == "pyfunc":
+        raise DeployError(f"{info.name} v{info.version} has no model signature; log it with one (engine pyfunc)")
+    return str(signature) if signature is not None else "none (allowed for engine %s)" % engine
+
+
+@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5, task_run_name="build bento ({engine})")
+def build(engine: str, labels: dict[str, str], bentoml_home: str) -> str:
+    from pathlib import Path
+
+    from bentos.build import build_bento
+
+    return build_bento(engine, labels, bentoml_home=Path(bentoml_home))
+
+
+@task(cache_policy=NO_CACHE, task_run_name="start replica of {deployment_id}")
+def start_replica(settings, store, deployment_id: str, bento_tag: str, model_uri: str, engine_options: dict,
+                  cold_start_s: float) -> tuple[ReplicaHandle, float]:
+    target = LocalTarget(settings, store)
+    handle = target.start_replica(deployment_id, bento_tag, model_uri, engine_options)
+    try:
+        waited = target.wait_ready(handle, cold_start_s)
+    except Exception:
+        target.stop_replica(handle.id, handle.pid, grace_s=2)
+        raise
+    return handle, waited
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, task_run_name="smoke prediction on {replica.id}")
+def smoke_prediction(replica: ReplicaHandle, inputs: dict, timeout_s: float) -> dict:
+    response = httpx.post(f"{replica.url}/invoke", json={"inputs": inputs}, timeout=timeout_s)
+    if response.status_code != 200:
+        raise DeployError(f"smoke prediction failed with HTTP {response.status_code}: {response.text[:500]}")
+    info = httpx.post(f"{replica.url}/info", json={}, timeout=timeout_s).json()
+    return {"output_preview": str(response.json())[:300], "model_load_s": info.get("model_load_s")}
+
+
+@task(cache_policy=NO_CACHE, task_run_name="switch route of {component}")
+def switch_route(store: PlatformStore, component: str, deployment_id: str) -> str | None:
+    store.update_deployment(deployment_id, status=DeploymentStatus.READY)
+    return store.set_route(component, deployment_id)
+
+
+@task(cache_policy=NO_CACHE, task_run_name="drain {deployment_id}")
+def drain_old(settings, store, deployment_id: str) -> None:
+    """Give every gateway time to read the new route, then stop the old replicas gracefully."""
+    time.sleep(settings.config.route_refresh_s * 2 + 0.5)
+    LocalTarget(settings, store).stop_deployment(deployment_id, grace_s=30)
+
+
+@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=2, task_run_name="set alias {alias} → v{version}")
+def set_alias(tracking_uri: str, model_name: str, alias: str, version: str) -> None:
+    ModelStore(tracking_uri).set_alias(model_name, alias, version)
+
+
+def smoke_inputs(engine: str, model_name: str) -> dict:
+    from registry.demo_models import smoke_input
+
+    return smoke_input(engine, model_name)
+
+
+@flow(name="deploy-model-version", flow_run_name="deploy {model_name} v{version}", log_prints=True)
+def deploy_model_version(model_name: str, version: str, component: str | None = None,
+                         source: str = "manual", set_serving_alias: bool = True) -> dict:
+    """Deploy one registered model version as the serving deployment of its component."""
+    logger = get_run_logger()
+    settings, config, store = _context()
+    component = component or _component_for(config, model_name)
+    comp = config.components[component]
+    started = time.monotonic()
+
+    info = resolve_version(settings.mlflow_url, model_name, str(version))
+    signature = check_signature(info, comp.engine)
+    labels = {"component": component, "model": model_name, "version": str(version)}
+    bento_tag = build(comp.engine, labels, str(settings.bentoml_home))
+
+    deployment_id = f"{component}-v{version}-{uuid.uuid4().hex[:6]}"
+    store.add_deployment(deployment_id, component, model_name, str(version), comp.engine,
+                         flow_run_id=str(flow_run.get_id() or ""))
+    store.update_deployment(deployment_id, bento_tag=bento_tag)
+    try:
+        replica, waited = start_replica(settings, store, deployment_id, bento_tag, info.uri,
+                                        comp.engine_options, comp.timeouts.cold_start_s)
+        smoke = smoke_prediction(replica, smoke_inputs(comp.engine, model_name), comp.timeouts.request_s * 3)
+        store.update_deployment(deployment_id, load_time_s=smoke["model_load_s"])
+        previous = switch_route(store, component, deployment_id)
+    except Exception as exc:
+        store.update_deployment(deployment_id, status=DeploymentStatus.FAILED, error=str(exc)[:2000])
+        LocalTarget(settings, store).stop_deployment(deployment_id, grace_s=2)
+        store.update_deployment(deployment_id, status=DeploymentStatus.FAILED)
+        logger.error("deploy of %s v%s failed; the previous route keeps serving: %s", model_name, version, exc)
+        raise
+    if previous:
+        drain_old(settings, store, previous)
+    if set_serving_alias:
+        set_alias(settings.mlflow_url, model_name, comp.alias, str(version))
+
+    result = {
+        "component": component, "deployment": deployment_id, "model": model_name, "version": str(version),
+        "bento": bento_tag, "replica": replica.url, "replica_ready_s": round(waited, 2),
+        "model_load_s": smoke["model_load_s"], "replaced": previous, "source": source,
+        "total_s": round(time.monotonic() - started, 2), "signature": signature,
+    }
+    emit_event(
+        event="compoundry.deployment.ready",
+        resource={"prefect.resource.id": f"compoundry.deployment.{deployment_id}",
+                  "prefect.resource.name": deployment_id},
+        related=[{"prefect.resource.id": f"compoundry.component.{component}",
+                  "prefect.resource.role": "component"}],
+        payload=result,
+    )
+    create_markdown_artifact(key=f"deploy-{component}", markdown=_summary(result),
+                             description=f"{component} now serves {model_name} v{version}")
+    logger.info("%s serves %s v%s from %s", component, model_name, version, replica.url)
+    return result
+
+
+def _component_for(config, model_name: str) -> str:
+    matches = [name for name, c in config.components.items() if c.model == model_name]
+    if not matches:
+        raise DeployError(f"no component in components.yaml serves model {model_name!r}")
+    return matches[0]
+
+
+def _summary(result: dict) -> str:
+    rows = "\n".join(f"| {k} | {v} |" for k, v in result.items())
+    return f"# Deployed {result['component']}\n\n| field | value |\n|---|---|\n{rows}\n"

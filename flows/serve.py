@@ -1,0 +1,39 @@
+"""Serve the platform's Prefect deployments from one long-running process.
+
+`compoundry up` starts this with `python -m flows.serve`; each flow run then
+appears in the Prefect UI. In production the same flows run from work pools.
+"""
+
+from __future__ import annotations
+
+from prefect import serve
+
+from compoundry.config.loader import load_config
+from compoundry.settings import PlatformSettings
+from flows.deploy import deploy_model_version
+from flows.poll import registry_poll
+
+
+def deployments(settings: PlatformSettings):
+    config = load_config(settings.config_dir)
+    poll = config.schedules.get("registry-poll")
+    poll_kwargs = {"cron": poll.cron} if poll and getattr(poll, "enabled", True) else {}
+    return [
+        deploy_model_version.to_deployment(
+            name="deploy-model-version", tags=["compoundry"],
+            description="Deploy a registered MLflow model version as its component's serving deployment.",
+        ),
+        registry_poll.to_deployment(
+            name="registry-poll", tags=["compoundry"],
+            description="Deploy versions/alias moves that no webhook announced.", **poll_kwargs,
+        ),
+    ]
+
+
+def main() -> None:
+    settings = PlatformSettings.load()
+    serve(*deployments(settings), limit=4)
+
+
+if __name__ == "__main__":
+    main()

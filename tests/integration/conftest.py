@@ -1,0 +1,18 @@
+import pytest
+
+from tests.integration.platform_fixture import platform_env
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory):
+    """A real embedded platform: MLflow + Prefect + flow server + gateway, torn down at the end."""
+    from compoundry.platform.supervisor import Supervisor
+
+    state = tmp_path_factory.mktemp("compoundry-state")
+    with platform_env(state) as settings:
+        supervisor = Supervisor(settings)
+        try:
+            supervisor.up()
+            yield settings
+        finally:
+            supervisor.down()

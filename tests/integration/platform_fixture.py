@@ -1,0 +1,88 @@
+"""One real embedded platform (MLflow, Prefect, flow server, gateway) per test session.
+
+Started with the same `Supervisor` that `compoundry up` uses, on free ports
+and a temporary state folder, so a developer's running platform is untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from compoundry.settings import PlatformSettings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_port_range(size: int = 40) -> tuple[int, int]:
+    """A block of ports above the ephemeral range's usual neighbours, checked free."""
+    base = 20000 + (os.getpid() % 400) * 50
+    for start in range(base, 60000, size):
+        if all(_free(p) for p in range(start, start + size)):
+            return start, start + size - 1
+    raise RuntimeError("no free port block")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+@contextmanager
+def platform_env(state_dir: Path):
+    start, end = free_port_range()
+    overrides = {
+        "COMPOUNDRY_STATE_DIR": str(state_dir),
+        "COMPOUNDRY_MLFLOW_PORT": str(free_port()),
+        "COMPOUNDRY_PREFECT_PORT": str(free_port()),
+        "COMPOUNDRY_GATEWAY_PORT": str(free_port()),
+        "COMPOUNDRY_REPLICA_PORTS": f"{start}-{end}",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    saved = {k: os.environ.get(k) for k in overrides}
+    os.environ.update(overrides)
+    settings = PlatformSettings.load()
+    # this process talks to the test platform, not a developer's
+    for key in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME", "BENTOML_HOME"):
+        saved.setdefault(key, os.environ.get(key))
+    os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow_url
+    os.environ["PREFECT_API_URL"] = settings.prefect_api_url
+    os.environ["PREFECT_HOME"] = str(settings.prefect_home)
+    os.environ["BENTOML_HOME"] = str(settings.bentoml_home)
+    try:
+        yield settings
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def wait_until(predicate, timeout_s: float, interval_s: float = 0.5, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def gateway(settings: PlatformSettings) -> httpx.Client:
+    return httpx.Client(base_url=settings.gateway_url, timeout=120)

@@ -1,0 +1,280 @@
+"""The Prediction Service over real HTTP: a gateway process, a SQLite platform DB, stub replicas.
+
+No MLflow, Prefect or Bento here (that is test_journey.py): the gateway runs as
+``python -m compoundry.gateway.server`` on a free port against a temporary
+config dir and DB that this module fills with routes to in-thread stub replicas.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from compoundry.store import DeploymentStatus, PlatformStore
+from tests.integration.stub_backend import StubReplica, free_port
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+REFRESH_S = 0.1
+
+COMPONENTS = """
+components:
+  echo: {model: m-echo, engine: pyfunc, timeouts: {request_s: 1}}
+  slow: {model: m-slow, engine: pyfunc}
+  flaky: {model: m-flaky, engine: pyfunc}
+  ghost: {model: m-ghost, engine: pyfunc}
+  starting: {model: m-starting, engine: pyfunc}
+"""
+
+PIPELINES = """
+pipelines:
+  fanout:
+    sla_ms: 5000
+    steps:
+      left: {component: slow, inputs: {delay_ms: 150, text: "${request.q}"}}
+      right: {component: echo, inputs: {delay_ms: 100, text: "${request.q}"}}
+      maybe:
+        component: flaky
+        optional: true
+        fallback: {output: {echo: {text: from-fallback}}}
+        inputs: {fail: true}
+      join:
+        component: echo
+        depends_on: [left, right, maybe]
+        inputs: {delay_ms: 10, left: "${steps.left.echo.text}", maybe: "${steps.maybe.echo.text}"}
+    output: {answer: "${steps.join.echo.left}", maybe: "${steps.join.echo.maybe}"}
+  fragile:
+    steps:
+      first: {component: echo, inputs: {delay_ms: 10}}
+      broken: {component: flaky, depends_on: [first], inputs: {fail: true}}
+      after: {component: echo, depends_on: [broken]}
+"""
+
+
+def wait_for(predicate, timeout_s: float = 10, interval_s: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def stubs():
+    replicas = {name: StubReplica(name).start() for name in ("a", "b", "c")}
+    yield replicas
+    for replica in replicas.values():
+        replica.stop()
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory, stubs):
+    state = tmp_path_factory.mktemp("gateway-state")
+    url = f"sqlite:///{state / 'platform.db'}"
+    store = PlatformStore(url)
+    store.create_schema()
+    ready = DeploymentStatus.READY
+    for component in ("echo", "slow", "flaky", "starting"):
+        store.add_deployment(f"{component}-v1", component, f"m-{component}", "1", "pyfunc")
+        store.set_route(component, f"{component}-v1")
+    store.add_replica("echo-v1-a", "echo-v1", stubs["a"].url, None, ready)
+    store.add_replica("echo-v1-b", "echo-v1", stubs["b"].url, None, ready)
+    store.add_replica("slow-v1-c", "slow-v1", stubs["c"].url, None, ready)
+    store.add_replica("flaky-v1-a", "flaky-v1", stubs["a"].url, None, ready)
+    store.add_replica("starting-v1-a", "starting-v1", stubs["a"].url, None)  # not ready yet
+    yield store, state
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, db):
+    _, state = db
+    config_dir = tmp_path_factory.mktemp("gateway-config")
+    (config_dir / "platform.yaml").write_text(f"route_refresh_s: {REFRESH_S}\n")
+    (config_dir / "components.yaml").write_text(COMPONENTS)
+    (config_dir / "pipelines.yaml").write_text(PIPELINES)
+    port = free_port()
+    env = {**os.environ, "COMPOUNDRY_CONFIG_DIR": str(config_dir), "COMPOUNDRY_STATE_DIR": str(state),
+           "COMPOUNDRY_GATEWAY_PORT": str(port), "COMPOUNDRY_DATABASE_URL": f"sqlite:///{state / 'platform.db'}"}
+    log = open(state / "gateway.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "compoundry.gateway.server"], cwd=REPO, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, trust_env=False)
+    try:
+        wait_for(lambda: proc.poll() is not None or _ready(client), timeout_s=30, what="the gateway")
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited {proc.returncode}:\n{(state / 'gateway.log').read_text()}")
+        yield client
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+def _ready(client: httpx.Client) -> bool:
+    try:
+        return client.get("/readyz").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_health_routes_and_request_id(gateway):
+    assert gateway.get("/healthz").json() == {"status": "ok"}
+    routes = gateway.get("/v1/routes").json()["routes"]
+    assert routes["echo"]["deployment"] == "echo-v1" and len(routes["echo"]["replicas"]) == 2
+    assert routes["starting"]["replicas"] == []
+    response = gateway.get("/healthz", headers={"X-Request-Id": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+    assert len(gateway.get("/healthz").headers["x-request-id"]) >= 16
+    assert "/v1/pipelines/{name}" in gateway.get("/openapi.json").json()["paths"]
+
+
+def test_component_call_round_robins_over_ready_replicas(gateway):
+    replicas = set()
+    for _ in range(4):
+        response = gateway.post("/v1/components/echo", json={"inputs": {"texts": ["hi"]}})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["component"] == "echo" and body["deployment"] == "echo-v1" and body["model_version"] == "1"
+        assert body["outputs"]["echo"] == {"texts": ["hi"]}
+        assert body["timing_ms"] > 0
+        replicas.add(body["outputs"]["replica"])
+    assert replicas == {"a", "b"}
+
+
+def test_pipeline_runs_parallel_steps_and_takes_the_fallback(gateway):
+    response = gateway.post("/v1/pipelines/fanout", json={"inputs": {"q": "where?"}},
+                            headers={"X-Request-Id": "req-42"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    steps = body["steps"]
+    assert body["request_id"] == "req-42" == response.headers["x-request-id"]
+    assert body["output"] == {"answer": "where?", "maybe": "from-fallback"}
+    assert steps["maybe"]["status"] == "fallback" and "asked to fail" in steps["maybe"]["error"]
+    assert {steps[n]["status"] for n in ("left", "right", "join")} == {"ok"}
+    assert abs(steps["left"]["started_ms"] - steps["right"]["started_ms"]) < 30  # overlapping
+    assert steps["right"]["ended_ms"] > steps["left"]["started_ms"]
+    assert steps["join"]["started_ms"] >= steps["left"]["ended_ms"]
+    assert body["critical_path"] == ["left", "join"]
+    assert 160 <= body["total_ms"] < 250 + 100  # not 150 + 100 + 10 in sequence
+    assert body["overhead_ms"] == pytest.approx(body["total_ms"] - body["critical_path_ms"], abs=0.01)
+    assert steps["left"]["deployment"] == "slow-v1"
+
+
+def test_required_step_failure_is_a_502_naming_the_step_with_partial_timings(gateway):
+    response = gateway.post("/v1/pipelines/fragile", json={"inputs": {}})
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["code"] == "pipeline_step_failed" and error["step"] == "broken"
+    assert "broken" in error["message"] and "asked to fail" in error["message"]
+    assert error["steps"]["first"]["status"] == "ok" and error["steps"]["first"]["duration_ms"] >= 10
+    assert error["steps"]["broken"]["status"] == "failed"
+    assert error["steps"]["after"]["status"] == "skipped"
+
+
+@pytest.mark.parametrize(("path", "body", "status", "code"), [
+    ("/v1/components/nope", {"inputs": {}}, 404, "not_found"),
+    ("/v1/pipelines/nope", {"inputs": {}}, 404, "not_found"),
+    ("/v1/no-such-endpoint", {}, 404, "not_found"),
+    ("/v1/components/echo", {"wrong": 1}, 422, "invalid_request"),
+    ("/v1/components/echo", {"inputs": [1, 2]}, 422, "invalid_request"),
+    ("/v1/components/echo", {"inputs": {"reject": "texts must be strings"}}, 400, "invalid_input"),
+    ("/v1/components/echo", {"inputs": {"fail": True}}, 502, "component_failed"),
+    ("/v1/components/ghost", {"inputs": {}}, 503, "component_unavailable"),
+    ("/v1/components/starting", {"inputs": {}}, 503, "component_unavailable"),
+])
+def test_errors_are_json_with_a_code(gateway, path, body, status, code):
+    response = gateway.post(path, json=body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"]
+    if status == 503:
+        assert error["retry_after"] > 0 and int(response.headers["retry-after"]) >= 1
+    if code == "invalid_input":
+        assert error["message"] == "texts must be strings"
+
+
+def test_invalid_json_body_is_a_422(gateway):
+    response = gateway.post("/v1/components/echo", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_request"
+
+
+def test_a_slow_replica_times_out_with_504(gateway):
+    # echo's request timeout is 1 s in the config; the step timeout path is unit-tested, here the HTTP one
+    response = gateway.post("/v1/components/echo", json={"inputs": {"delay_ms": 1500}})
+    assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
+
+
+def test_routes_follow_the_database_without_a_restart(gateway, db, stubs):
+    store, _ = db
+    store.add_deployment("echo-v2", "echo", "m-echo", "2", "pyfunc")
+    store.add_replica("echo-v2-c", "echo-v2", stubs["c"].url, None, DeploymentStatus.READY)
+    store.set_route("echo", "echo-v2")
+    wait_for(lambda: gateway.get("/v1/routes").json()["routes"]["echo"]["deployment"] == "echo-v2",
+             timeout_s=5, what="the new echo route")
+    body = gateway.post("/v1/components/echo", json={"inputs": {}}).json()
+    assert body["deployment"] == "echo-v2" and body["model_version"] == "2" and body["outputs"]["replica"] == "c"
+    store.add_replica("ghost-v1-a", "echo-v2", stubs["a"].url, None, DeploymentStatus.READY)
+    wait_for(lambda: len(gateway.get("/v1/routes").json()["routes"]["echo"]["replicas"]) == 2,
+             timeout_s=5, what="the new replica")
+
+
+def test_routes_survive_an_unreadable_database(gateway, db):
+    """Corrupt the DB files in place (as root, chmod would not stop reads), then restore them."""
+    _, state = db
+    before = gateway.get("/v1/routes").json()["routes"]
+    files = [state / f"platform.db{suffix}" for suffix in ("", "-wal", "-shm")]
+    saved = {f: f.read_bytes() for f in files if f.exists()}
+    try:
+        for f, data in saved.items():
+            f.write_bytes(b"not a database!!" * (len(data) // 16 + 1))
+        routes = wait_for(lambda: (r := gateway.get("/v1/routes").json())["last_refresh_error"] and r,
+                          timeout_s=5, what="a failed refresh")
+        assert "DatabaseError" in routes["last_refresh_error"]
+        assert routes["routes"] == before
+        assert gateway.get("/readyz").status_code == 200
+        time.sleep(3 * REFRESH_S)
+        assert gateway.post("/v1/components/echo", json={"inputs": {}}).status_code == 200
+        assert gateway.post("/v1/pipelines/fanout", json={"inputs": {"q": "x"}}).status_code == 200
+    finally:
+        for f, data in saved.items():
+            f.write_bytes(data)
+    wait_for(lambda: gateway.get("/v1/routes").json()["last_refresh_error"] is None, timeout_s=5,
+             what="the refresher to recover")
+
+
+def test_an_unexpected_exception_is_a_json_500_without_traceback(tmp_path, caplog):
+    """In process (no lifespan needed): a handler that crashes."""
+    import asyncio
+
+    from compoundry.config.loader import load_config
+    from compoundry.gateway.app import create_app
+    from compoundry.settings import PlatformSettings
+
+    (tmp_path / "components.yaml").write_text(COMPONENTS)
+    settings = PlatformSettings.load(tmp_path)
+    app = create_app(settings, load_config(tmp_path), PlatformStore(f"sqlite:///{tmp_path / 'p.db'}"))
+
+    @app.get("/boom")
+    async def boom():
+        raise RuntimeError("secret internals")
+
+    async def get():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            return await client.get("/boom", headers={"X-Request-Id": "r-1"})
+
+    response = asyncio.run(get())
+    assert response.status_code == 500 and response.headers["x-request-id"] == "r-1"
+    assert response.json() == {"error": {"code": "internal_error", "message": "internal error; see the gateway log",
+                                         "request_id": "r-1"}}
+    assert "secret internals" in caplog.text  # logged server-side only

@@ -1,0 +1,164 @@
+"""Journeys 1 and 2 on the real platform: register → webhook → Prefect deploy → serve.
+
+Every server here is real: MLflow tracking server, Prefect server, the
+`flows.serve` process, the gateway, and `bentoml serve` replicas.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import httpx
+import pytest
+
+from compoundry.dag import critical_path
+from compoundry.store import PlatformStore
+from registry.store import ModelStore
+from registry.webhooks import sign
+from tests.integration.platform_fixture import gateway, wait_until
+
+pytestmark = pytest.mark.integration
+
+PIPELINE_COMPONENTS = ["dialogue-llm", "embedder", "intent-classifier", "kb-retriever", "sql-executor"]
+
+
+def prefect_flow_runs(settings, flow_name: str) -> list[dict]:
+    body = {"flows": {"name": {"any_": [flow_name]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 50}
+    response = httpx.post(f"{settings.prefect_api_url}/flow_runs/filter", json=body, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def routes(settings) -> dict:
+    return PlatformStore(settings.database_url).routes()
+
+
+@pytest.fixture(scope="module")
+def demo_pipeline(platform):
+    """All support-agent components registered once; each deploys through the webhook."""
+    from compoundry.demo import register_demo_models
+
+    registered = register_demo_models(platform)
+    wait_until(lambda: all(c in routes(platform) and routes(platform)[c].replicas for c in PIPELINE_COMPONENTS),
+               timeout_s=600, interval_s=2, what="all demo components to be routed")
+    return registered
+
+
+def test_registered_version_is_deployed_through_webhook_and_prefect(platform, demo_pipeline):
+    table = routes(platform)
+    runs = prefect_flow_runs(platform, "deploy-model-version")
+    completed = [r for r in runs if r["state_type"] == "COMPLETED"]
+    assert len(completed) >= len(PIPELINE_COMPONENTS)
+    assert all("webhook" in " ".join(r["tags"]) for r in completed[: len(PIPELINE_COMPONENTS)])
+    models = ModelStore(platform.mlflow_url)
+    for component in PIPELINE_COMPONENTS:
+        route = table[component]
+        assert models.by_alias(route.model_name, "champion").version == route.model_version
+    with gateway(platform) as client:
+        response = client.post("/v1/components/embedder", json={"inputs": {"texts": ["hello", "world"]}})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert len(body["outputs"]["embeddings"]) == 2 and body["outputs"]["dim"] == 384
+
+
+def test_pipeline_runs_parallel_steps_and_reports_the_critical_path(platform, demo_pipeline):
+    from compoundry.config.loader import load_config
+
+    pipeline = load_config(platform.config_dir).pipelines["support-agent"]
+    deps = {name: step.depends_on for name, step in pipeline.steps.items()}
+    with gateway(platform) as client:
+        response = client.post("/v1/pipelines/support-agent",
+                               json={"inputs": {"question": "Where is my order 1042?"}})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    steps = body["steps"]
+    assert {s["status"] for s in steps.values()} == {"ok"}
+    assert body["output"]["answer"]
+    # embed and classify have no dependencies: they started together
+    assert abs(steps["embed"]["started_ms"] - steps["classify"]["started_ms"]) < 50
+    started = {n: s["started_ms"] for n, s in steps.items()}
+    ended = {n: s["ended_ms"] for n, s in steps.items()}
+    assert body["critical_path"] == critical_path(deps, started, ended)
+    assert body["critical_path"][-1] == "answer"
+    for upstream, downstream in zip(body["critical_path"], body["critical_path"][1:]):
+        assert upstream in deps[downstream]
+    for name, step in steps.items():
+        for dep in deps[name]:
+            assert step["started_ms"] >= steps[dep]["ended_ms"]
+
+
+def test_failing_optional_step_takes_its_fallback(platform, demo_pipeline):
+    with gateway(platform) as client:
+        response = client.post("/v1/pipelines/support-agent",
+                               json={"inputs": {"question": "FAIL_SQL where is order 1042?"}})
+    assert response.status_code == 200, response.text
+    steps = response.json()["steps"]
+    assert steps["lookup"]["status"] == "fallback"
+    assert steps["answer"]["status"] == "ok"
+
+
+def _signed_delivery(secret: str, body: dict, timestamp: int | None = None, delivery_id: str | None = None):
+    payload = json.dumps(body)
+    delivery_id = delivery_id or str(uuid.uuid4())
+    ts = str(timestamp if timestamp is not None else int(time.time()))
+    headers = {"Content-Type": "application/json", "X-MLflow-Delivery-Id": delivery_id,
+               "X-MLflow-Timestamp": ts, "X-MLflow-Signature": sign(secret, delivery_id, ts, payload)}
+    return payload, headers
+
+
+def test_bad_missing_stale_or_replayed_signature_gets_401_and_starts_nothing(platform, demo_pipeline):
+    event = {"entity": "model_version", "action": "created",
+             "data": {"name": "compoundry-embedder", "version": "999", "tags": {}}}
+    before = len(prefect_flow_runs(platform, "deploy-model-version"))
+    url = f"{platform.gateway_url}/control/webhooks/mlflow"
+    payload, headers = _signed_delivery("wrong-secret", event)
+    assert httpx.post(url, content=payload, headers=headers).status_code == 401
+    assert httpx.post(url, content=payload, headers={"Content-Type": "application/json"}).status_code == 401
+    payload, headers = _signed_delivery(platform.webhook_secret, event, timestamp=int(time.time()) - 3600)
+    assert httpx.post(url, content=payload, headers=headers).status_code == 401
+    # a valid delivery for a model no component serves is accepted, and starts nothing
+    unrelated = {"entity": "model_version", "action": "created", "data": {"name": "nobody-serves-me", "version": "1"}}
+    payload, headers = _signed_delivery(platform.webhook_secret, unrelated)
+    first = httpx.post(url, content=payload, headers=headers)
+    assert first.status_code == 200 and first.json()["started"] == []
+    replay = httpx.post(url, content=payload, headers=headers)
+    assert replay.status_code == 401 and replay.json()["error"]["code"] == "replayed_delivery"
+    time.sleep(1)
+    assert len(prefect_flow_runs(platform, "deploy-model-version")) == before
+
+
+def test_poller_deploys_what_no_webhook_announced_and_old_replica_drains(platform, demo_pipeline):
+    """Disable the webhook, register a new classifier version, run registry-poll: blue/green redeploy."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from registry.demo_models import log_intent_classifier
+    from registry.webhooks import WEBHOOK_NAME
+
+    client = MlflowClient(platform.mlflow_url)
+    hook = next(w for w in client.list_webhooks() if w.name == WEBHOOK_NAME)
+    client.update_webhook(hook.webhook_id, status="DISABLED")
+    try:
+        old = routes(platform)["intent-classifier"]
+        mlflow.set_tracking_uri(platform.mlflow_url)
+        with mlflow.start_run(run_name="classifier-v-next"):
+            uri = log_intent_classifier()
+        new_version = ModelStore(platform.mlflow_url).register("compoundry-intent-classifier", uri).version
+        time.sleep(2)
+        assert routes(platform)["intent-classifier"].model_version == old.model_version  # nothing heard
+        poll_id = httpx.get(f"{platform.prefect_api_url}/deployments/name/registry-poll/registry-poll").json()["id"]
+        httpx.post(f"{platform.prefect_api_url}/deployments/{poll_id}/create_flow_run", json={}, timeout=10).raise_for_status()
+        wait_until(lambda: routes(platform)["intent-classifier"].model_version == new_version, timeout_s=300,
+                   interval_s=1, what="the poller's deploy of the new classifier version")
+        with gateway(platform) as gw:
+            response = gw.post("/v1/components/intent-classifier", json={"inputs": {"data": ["refund my invoice"]}})
+        assert response.status_code == 200, response.text
+        store = PlatformStore(platform.database_url)
+        wait_until(lambda: store.deployment(old.deployment_id).status == "stopped", timeout_s=60,
+                   what="the old classifier deployment to drain and stop")
+        # the poller saw it first; a second poll starts nothing new
+        assert not store.claim_deploy("compoundry-intent-classifier", new_version, "version", "webhook")
+    finally:
+        client.update_webhook(hook.webhook_id, status="ACTIVE")

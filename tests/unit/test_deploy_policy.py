@@ -1,0 +1,62 @@
+"""Which registry changes deploy what: table tests of the pure policy."""
+
+from compoundry.deploy_policy import ComponentTarget, on_alias_set, on_poll, on_version_created
+
+EMB = ComponentTarget("embedder", "emb-model", "champion")
+EMB_B = ComponentTarget("embedder-b", "emb-model", "champion")
+CLS = ComponentTarget("classifier", "cls-model", "champion")
+ALL = [EMB, EMB_B, CLS]
+
+
+def names(requests):
+    return sorted((r.component, r.version, r.reason) for r in requests)
+
+
+def test_new_version_deploys_every_component_of_its_model():
+    assert names(on_version_created("emb-model", "2", {}, ALL, "webhook")) == [
+        ("embedder", "2", "version"), ("embedder-b", "2", "version")]
+
+
+def test_component_tag_narrows_to_one_component():
+    tags = {"compoundry.component": "embedder-b"}
+    assert names(on_version_created("emb-model", "2", tags, ALL, "webhook")) == [("embedder-b", "2", "version")]
+
+
+def test_deploy_false_tag_registers_without_deploying():
+    assert on_version_created("emb-model", "2", {"compoundry.deploy": "false"}, ALL, "webhook") == []
+
+
+def test_unknown_model_deploys_nothing():
+    assert on_version_created("other", "1", {}, ALL, "webhook") == []
+
+
+def test_alias_move_to_unserved_version_redeploys():
+    requests = on_alias_set("cls-model", "champion", "1", ALL, {"classifier": "2"}, "webhook")
+    assert names(requests) == [("classifier", "1", "alias:champion:from:2")]
+
+
+def test_alias_set_by_the_deploy_flow_itself_is_ignored():
+    assert on_alias_set("cls-model", "champion", "2", ALL, {"classifier": "2"}, "webhook") == []
+
+
+def test_other_alias_is_ignored():
+    assert on_alias_set("cls-model", "challenger", "3", ALL, {"classifier": "2"}, "webhook") == []
+
+
+def test_poll_deploys_newest_version_once_and_both_paths_share_claim_keys():
+    polled = on_poll("cls-model", "3", {}, "2", "champion", [CLS], {"classifier": "2"})
+    hooked = on_version_created("cls-model", "3", {}, [CLS], "webhook")
+    assert names(polled) == names(hooked) == [("classifier", "3", "version")]
+
+
+def test_poll_with_everything_served_is_quiet():
+    assert on_poll("cls-model", "3", {}, "3", "champion", [CLS], {"classifier": "3"}) == []
+
+
+def test_poll_deploys_first_version_when_nothing_is_routed():
+    assert names(on_poll("cls-model", "1", {}, None, "champion", [CLS], {})) == [("classifier", "1", "version")]
+
+
+def test_poll_sees_alias_rollback():
+    polled = on_poll("cls-model", "3", {}, "1", "champion", [CLS], {"classifier": "3"})
+    assert names(polled) == [("classifier", "1", "alias:champion:from:3")]
