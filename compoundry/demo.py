@@ -47,6 +47,19 @@ def register_demo_models(settings: PlatformSettings, components: list[str] | Non
     return registered
 
 
+class DeployFailed(RuntimeError):
+    """A demo component's deploy flow failed; waiting longer would not help."""
+
+
+def _failed_without_retry(deployments, pending: set[str]) -> list:
+    """Failed deployments of pending components that have no newer deploy in progress."""
+    latest = {}
+    for d in deployments:
+        if d.component in pending:
+            latest[d.component] = d  # deployments() lists oldest first
+    return [d for d in latest.values() if d.status == "failed"]
+
+
 def wait_for_routes(settings: PlatformSettings, components: list[str], timeout_s: float,
                     console: Console | None = None) -> dict[str, str]:
     """Poll the platform database until every component has a ready route."""
@@ -63,9 +76,10 @@ def wait_for_routes(settings: PlatformSettings, components: list[str], timeout_s
                 if c not in done and c in routes and routes[c].replicas:
                     done[c] = routes[c].model_version
                     progress.update(tasks[c], completed=1, description=f"{c} v{done[c]} serving")
-            failed = [d for d in store.deployments() if d.status == "failed" and d.component not in done]
-            for d in failed:
-                progress.update(tasks[d.component], description=f"{d.component}: failed ({(d.error or '')[:60]})")
+            failed = _failed_without_retry(store.deployments(), set(components) - set(done))
+            if failed:
+                raise DeployFailed("; ".join(f"{d.component} v{d.model_version}: {(d.error or '')[:300]}"
+                                             for d in failed) + " (see the flow run in the Prefect UI)")
             time.sleep(1)
     missing = sorted(set(components) - set(done))
     if missing:

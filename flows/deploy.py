@@ -62,7 +62,7 @@ def build(engine: str, labels: dict[str, str], bentoml_home: str) -> str:
     return build_bento(engine, labels, bentoml_home=Path(bentoml_home))
 
 
-@task(cache_policy=NO_CACHE, task_run_name="start replica of {deployment_id}")
+@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2, task_run_name="start replica of {deployment_id}")
 def start_replica(settings, store, deployment_id: str, bento_tag: str, model_uri: str, engine_options: dict,
                   cold_start_s: float) -> tuple[ReplicaHandle, float]:
     target = LocalTarget(settings, store)

@@ -7,6 +7,8 @@ class is all a unit test needs.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 
 from mlflow import MlflowClient
@@ -49,9 +51,13 @@ class ModelStore:
             self.client.get_registered_model(name)
         except MlflowException:
             self.client.create_registered_model(name)
+        model_id = _logged_model_id_of(model_uri)
+        run_id = _run_id_of(model_uri)
+        if model_id and run_id is None:
+            run_id = self.client.get_logged_model(model_id).source_run_id
         mv = self.client.create_model_version(
             name=name, source=model_uri, tags=tags or {}, description=description,
-            run_id=_run_id_of(model_uri),
+            run_id=run_id, model_id=model_id,
         )
         return self.get(name, mv.version)
 
@@ -87,6 +93,12 @@ def _info(mv) -> ModelVersionInfo:
         name=mv.name, version=str(mv.version), source=mv.source, run_id=mv.run_id or None,
         tags=dict(mv.tags or {}), aliases=tuple(getattr(mv, "aliases", ()) or ()),
     )
+
+
+def _logged_model_id_of(model_uri: str) -> str | None:
+    """MLflow 3 logs models as `models:/m-<id>`; registering one must name that id."""
+    match = re.fullmatch(r"models:/(m-[0-9a-f]+)", model_uri)
+    return match.group(1) if match else None
 
 
 def _run_id_of(model_uri: str) -> str | None:

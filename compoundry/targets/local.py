@@ -7,6 +7,7 @@ Replicas enter routing only once `/readyz` answers, i.e. the model is loaded.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -44,8 +45,9 @@ class LocalTarget:
                       engine_options: dict | None = None, index: int = 0) -> ReplicaHandle:
         from bentos.build import serve_command
 
-        port = self._free_port()
         replica_id = f"{deployment_id}-r{index}"
+        url = self._reserve_port(replica_id, deployment_id)
+        port = _port_of(url)
         log_path = self.settings.logs_dir / "replicas" / f"{replica_id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = self.settings.child_env()
@@ -55,8 +57,7 @@ class LocalTarget:
                 serve_command(bento_tag, port, self.settings.host), env=env, stdout=log,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
-        url = f"http://{self.settings.host}:{port}"
-        self.store.add_replica(replica_id, deployment_id, url, proc.pid)
+        self.store.set_replica_status(replica_id, DeploymentStatus.STARTING, pid=proc.pid)
         return ReplicaHandle(replica_id, url, proc.pid, log_path)
 
     def wait_ready(self, replica: ReplicaHandle, timeout_s: float, poll_s: float = 0.5) -> float:
@@ -89,6 +90,23 @@ class LocalTarget:
         for replica in view.replicas:
             self.stop_replica(replica.id, replica.pid, grace_s)
         self.store.update_deployment(deployment_id, status=DeploymentStatus.STOPPED)
+
+    def _reserve_port(self, replica_id: str, deployment_id: str) -> str:
+        """Pick a free port and record the replica on it, atomically across flow-run processes.
+
+        Concurrent deploys run in separate processes; without the lock two of
+        them can pick the same port before either replica has bound it.
+        """
+        lock_path = self.settings.state_dir / "replica-ports.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                url = f"http://{self.settings.host}:{self._free_port()}"
+                self.store.add_replica(replica_id, deployment_id, url, pid=None)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return url
 
     def _free_port(self) -> int:
         taken = {_port_of(r.url) for d in self.store.deployments() if d.status != DeploymentStatus.STOPPED.value

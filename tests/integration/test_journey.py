@@ -38,11 +38,10 @@ def routes(settings) -> dict:
 @pytest.fixture(scope="module")
 def demo_pipeline(platform):
     """All support-agent components registered once; each deploys through the webhook."""
-    from compoundry.demo import register_demo_models
+    from compoundry.demo import register_demo_models, wait_for_routes
 
     registered = register_demo_models(platform)
-    wait_until(lambda: all(c in routes(platform) and routes(platform)[c].replicas for c in PIPELINE_COMPONENTS),
-               timeout_s=600, interval_s=2, what="all demo components to be routed")
+    wait_for_routes(platform, PIPELINE_COMPONENTS, timeout_s=600)
     return registered
 
 
