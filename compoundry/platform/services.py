@@ -113,6 +113,9 @@ def mlflow_spec(settings: PlatformSettings) -> ServiceSpec:
         MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
         # the GenAI job runner forks 7 huey consumers; webhooks do not need it (they use a thread pool)
         MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+        # the server caches its webhook list (60 s by default); a webhook created or
+        # re-enabled by `up` or an operator should take effect within seconds
+        MLFLOW_WEBHOOK_CACHE_TTL="5",
     )
     argv = [
         str(BIN_DIR / "mlflow"), "server",

@@ -130,7 +130,7 @@ def restore_routed_replicas(settings) -> list[str]:
     from compoundry.config.loader import load_config
 
     config = load_config(settings.config_dir)
-    restored = []
+    starting = []
     for component, view in _routed(store).items():
         if any(pid_alive(r.pid) for r in view.replicas if r.pid):
             continue
@@ -139,10 +139,16 @@ def restore_routed_replicas(settings) -> list[str]:
         comp = config.components.get(component)
         if comp is None or not view.bento_tag:
             continue
-        index = len(view.replicas)
         handle = target.start_replica(view.id, view.bento_tag, f"models:/{view.model_name}/{view.model_version}",
-                                      comp.engine_options, index=index)
-        target.wait_ready(handle, comp.timeouts.cold_start_s)
+                                      comp.engine_options, index=len(view.replicas))
+        starting.append((view, handle, comp.timeouts.cold_start_s))
+    restored = []
+    for view, handle, cold_start_s in starting:  # all load in parallel; wait for each in turn
+        try:
+            target.wait_ready(handle, cold_start_s)
+        except ReplicaFailed as exc:
+            store.update_deployment(view.id, error=f"restore failed: {exc}"[:2000])
+            continue
         store.update_deployment(view.id, status=DeploymentStatus.READY)
         restored.append(handle.id)
     return restored

@@ -161,3 +161,27 @@ def test_poller_deploys_what_no_webhook_announced_and_old_replica_drains(platfor
         assert not store.claim_deploy("compoundry-intent-classifier", new_version, "version", "webhook")
     finally:
         client.update_webhook(hook.webhook_id, status="ACTIVE")
+
+
+def test_restart_keeps_models_deployments_and_routes(platform, demo_pipeline):
+    """`compoundry down` + `up`: the database keeps routes, `up` starts their replicas again."""
+    from compoundry.platform.supervisor import Supervisor
+    from compoundry.targets.local import pid_alive
+
+    before = routes(platform)
+    old_pids = [r.pid for route in before.values() for r in route.replicas]
+    supervisor = Supervisor(platform)
+    supervisor.down()
+    assert not any(pid_alive(pid) for pid in old_pids)
+    supervisor.up()
+    after = routes(platform)
+    assert {c: (r.deployment_id, r.model_version) for c, r in after.items()} == \
+        {c: (r.deployment_id, r.model_version) for c, r in before.items()}
+    assert all(route.replicas for route in after.values())
+    assert ModelStore(platform.mlflow_url).by_alias("compoundry-embedder", "champion").version == \
+        before["embedder"].model_version
+    with gateway(platform) as client:
+        wait_until(lambda: all(r["replicas"] for r in client.get("/v1/routes").json()["routes"].values()),
+                   timeout_s=10, interval_s=0.2, what="the gateway's route table to pick up the restored replicas")
+        response = client.post("/v1/pipelines/support-agent", json={"inputs": {"question": "Where is order 7?"}})
+    assert response.status_code == 200, response.text
