@@ -1,4 +1,4 @@
-"""CLI commands for the Model Store and deployments: register, deploy, deployments, demo."""
+"""CLI commands for the Model Store and deployments: register, alias, deploy, deployments, demo."""
 
 from __future__ import annotations
 
@@ -35,6 +35,18 @@ def register(
         tags[TAG_DEPLOY] = "false"
     info = ModelStore(_settings().mlflow_url).register(model_name, model_uri, tags=tags)
     console.print(f"registered [bold]{info.name}[/] v{info.version} ({info.uri})")
+
+
+def alias(
+    model_name: str = typer.Argument(..., help="Registered model name."),
+    alias_name: str = typer.Argument(..., metavar="ALIAS", help="champion, challenger, or any alias."),
+    version: str = typer.Argument(..., help="Version the alias should point at."),
+) -> None:
+    """Point an alias at a version. Moving a component's serving alias (champion) redeploys it: a rollback."""
+    from registry.store import ModelStore
+
+    ModelStore(_settings().mlflow_url).set_alias(model_name, alias_name, version)
+    console.print(f"{model_name}@{alias_name} → v{version}")
 
 
 def deploy(
@@ -97,5 +109,5 @@ def demo(timeout: float = typer.Option(900, help="Seconds to wait for the deploy
 
 
 def register_commands(app: typer.Typer) -> None:
-    for command in (register, deploy, deployments, demo):
+    for command in (register, alias, deploy, deployments, demo):
         app.command()(command)

@@ -7,7 +7,10 @@ requests through the Prediction Service and print answers with step timings.
 
 from __future__ import annotations
 
+import logging
+import os
 import time
+import warnings
 
 import httpx
 from rich.console import Console
@@ -114,13 +117,30 @@ def _ms(value) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
+def quiet_library_output() -> None:
+    """Keep the demo's screen to its own progress: no MLflow/transformers logs, bars or run URLs."""
+    os.environ.update(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false", MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    import huggingface_hub.utils
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
+    # after the imports above, which install warning filters of their own
+    warnings.filterwarnings("ignore", message=r".*MLflow doesn.t validate")  # pyfunc type-hint notice
+
+
 def run_demo(settings: PlatformSettings, console: Console, timeout_s: float = 900) -> None:
     from compoundry.config.loader import load_config
+
+    quiet_library_output()
 
     config = load_config(settings.config_dir)
     components = sorted({s.component for s in config.pipelines["support-agent"].steps.values()})
     console.print("[bold]1. Registering the demo models in MLflow[/] (each registration fires a webhook)")
-    registered = register_demo_models(settings)
+    with console.status("logging and registering the models..."):
+        registered = register_demo_models(settings)
     for component, version in registered.items():
         console.print(f"   registered {component} v{version}")
     console.print("[bold]2. Waiting for Prefect's deploy-model-version runs[/]")

@@ -163,6 +163,28 @@ def test_poller_deploys_what_no_webhook_announced_and_old_replica_drains(platfor
         client.update_webhook(hook.webhook_id, status="ACTIVE")
 
 
+def test_moving_the_champion_alias_back_rolls_back_through_the_alias_webhook(platform, demo_pipeline):
+    """`model_version_alias.created` → control API → deploy-model-version: champion → an older version."""
+    from typer.testing import CliRunner
+
+    from compoundry.cli import app
+
+    current = routes(platform)["intent-classifier"]
+    previous = str(int(current.model_version) - 1)
+    result = CliRunner().invoke(app, ["alias", "compoundry-intent-classifier", "champion", previous])
+    assert result.exit_code == 0, result.output
+    wait_until(lambda: routes(platform)["intent-classifier"].model_version == previous, timeout_s=300,
+               interval_s=1, what="the rollback deploy of the older classifier version")
+    def rollback_run_completed():
+        latest = next(r for r in prefect_flow_runs(platform, "deploy-model-version")
+                      if "component:intent-classifier" in r["tags"])
+        return latest["state_type"] == "COMPLETED" and latest["parameters"]["version"] == previous and latest
+
+    run = wait_until(rollback_run_completed, timeout_s=60, what="the rollback flow run to complete")
+    assert "source:webhook" in run["tags"]
+    assert ModelStore(platform.mlflow_url).by_alias("compoundry-intent-classifier", "champion").version == previous
+
+
 def test_restart_keeps_models_deployments_and_routes(platform, demo_pipeline):
     """`compoundry down` + `up`: the database keeps routes, `up` starts their replicas again."""
     from compoundry.platform.supervisor import Supervisor
