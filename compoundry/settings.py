@@ -44,6 +44,23 @@ class RegistrySettings(_Strict):
     webhook_tolerance_s: PositiveInt = Field(300, description="max age of a signed webhook delivery")
 
 
+class ColdStartHold(_Strict):
+    """How long a request may be held for a replica to become ready, by latency class."""
+
+    interactive: float = Field(10.0, gt=0, description="seconds an interactive request waits for a cold start")
+    batch: float = Field(600.0, gt=0, description="seconds a batch request waits for a cold start")
+
+
+class GatewaySettings(_Strict):
+    """The Prediction Service's request-path policy (the per-component knobs live in components.yaml)."""
+
+    cold_start_hold_s: ColdStartHold = ColdStartHold()
+    max_attempts: int = Field(2, ge=1, le=5, description="tries per call; retries only transport failures "
+                                                          "on another replica")
+    replica_concurrency: int | None = Field(None, ge=1, description="in-flight requests per replica; "
+                                                                    "null: unlimited")
+
+
 class PlatformConfig(_Strict):
     """The schema of ``configs/platform.yaml``."""
 
@@ -55,6 +72,7 @@ class PlatformConfig(_Strict):
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite under state_dir")
     registry: RegistrySettings = RegistrySettings()
     route_refresh_s: float = Field(0.5, gt=0, description="how often gateways re-read routes")
+    gateway: GatewaySettings = GatewaySettings()
 
 
 class PlatformSettings:

@@ -18,7 +18,9 @@ from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from compoundry.gateway.backends import ReplicaClient
+from compoundry.gateway.dispatch import CallContext, Dispatcher
 from compoundry.gateway.errors import (
+    InvalidRequest,
     NotFound,
     PipelineOutputFailed,
     PipelineStepFailed,
@@ -129,10 +131,12 @@ def _header(scope, name: bytes) -> str | None:
 def create_app(settings, config, store) -> FastAPI:
     """The gateway app; ``store`` is read only by the background route refresher."""
     routes = RouteTable(store.routes, refresh_s=settings.config.route_refresh_s)
+    dispatcher = Dispatcher(routes, None, lambda: app.state.config.components, settings.config.gateway,
+                            clock=time.perf_counter)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.backend = ReplicaClient()
+        app.state.backend = dispatcher.backend = ReplicaClient()
         await routes.start()
         try:
             yield
@@ -143,6 +147,7 @@ def create_app(settings, config, store) -> FastAPI:
     app = FastAPI(title="compoundry Prediction Service", version="0.1.0", lifespan=lifespan,
                   description="Call one component, or run a pipeline DAG with per-step timings and its critical path.")
     app.state.settings, app.state.config, app.state.store, app.state.routes = settings, config, store, routes
+    app.state.dispatcher = dispatcher
     install_error_handlers(app)
     app.add_middleware(RequestContext)
     _add_probe_routes(app)
@@ -186,10 +191,10 @@ def _add_prediction_routes(app: FastAPI) -> None:
         if component is None:
             raise NotFound(f"unknown component {name!r}", {"known": sorted(state.config.components)})
         started = time.perf_counter()
-        route, replica = state.routes.pick_replica(name)
-        outputs = await state.backend.invoke(replica.url, body.inputs, component.timeouts.request_s, name)
-        return {"component": name, "deployment": route.deployment_id, "model_version": route.model_version,
-                "outputs": outputs, "timing_ms": round((time.perf_counter() - started) * 1000, 3)}
+        ctx = _call_context(request, component.latency_class)
+        reply = await state.dispatcher.call(name, body.inputs, component.timeouts.request_s, ctx)
+        return {"component": name, "deployment": reply.deployment, "model_version": reply.model_version,
+                "outputs": reply.output, "timing_ms": round((time.perf_counter() - started) * 1000, 3)}
 
     @app.post("/v1/pipelines/{name}", tags=["predictions"], response_model=PipelineResponse, responses=ERRORS,
               summary="Run a pipeline DAG: parallel steps, fallbacks, per-step timings, critical path")
@@ -199,7 +204,9 @@ def _add_prediction_routes(app: FastAPI) -> None:
         if pipeline is None:
             raise NotFound(f"unknown pipeline {name!r}", {"known": sorted(state.config.pipelines)})
         timeouts = {n: c.timeouts.request_s for n, c in state.config.components.items()}
-        result = await run_pipeline(pipeline, body.inputs, _component_caller(state), timeouts=timeouts)
+        ctx = _call_context(request, pipeline.latency_class, pipeline=name,
+                            deadline=state.dispatcher.clock() + pipeline.sla_ms / 1000)
+        result = await run_pipeline(pipeline, body.inputs, _component_caller(state, ctx), timeouts=timeouts)
         request_id = request.state.request_id
         if not result.ok:
             raise _pipeline_error(name, request_id, result)
@@ -209,13 +216,26 @@ def _add_prediction_routes(app: FastAPI) -> None:
                 "overhead_ms": result.overhead_ms}
 
 
-def _component_caller(state):
-    """The executor's ``call``: pick a replica from the route table, POST to it."""
+def _component_caller(state, ctx: CallContext):
+    """The executor's ``call``: every step goes through the dispatcher with the request's context."""
     async def call(component: str, inputs: Any, timeout: float) -> ComponentReply:
-        route, replica = state.routes.pick_replica(component)
-        output = await state.backend.invoke(replica.url, inputs, timeout, component)
-        return ComponentReply(output, route.deployment_id, route.model_version)
+        return await state.dispatcher.call(component, inputs, timeout, ctx)
     return call
+
+
+LATENCY_CLASSES = ("interactive", "batch")
+
+
+def _call_context(request: Request, default_class: str, pipeline: str | None = None,
+                  deadline: float | None = None) -> CallContext:
+    """The caller's context from the ``X-Latency-Class``, ``X-Pipeline-Id`` and ``X-Session-Id`` headers."""
+    headers = request.headers
+    latency_class = (headers.get("x-latency-class") or default_class).strip().lower()
+    if latency_class not in LATENCY_CLASSES:
+        raise InvalidRequest(f"X-Latency-Class must be one of {', '.join(LATENCY_CLASSES)}",
+                             {"got": latency_class[:40]})
+    return CallContext(request_id=request.state.request_id, latency_class=latency_class, deadline=deadline,
+                       pipeline=headers.get("x-pipeline-id", pipeline), session=headers.get("x-session-id"))
 
 
 def _pipeline_error(name: str, request_id: str, result: PipelineResult):

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from compoundry.gateway.errors import ComponentFailed, ComponentTimeout, InvalidInput
+from compoundry.gateway.retry import ErrorKind
 
 DEFAULT_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=30)
 
@@ -32,18 +33,36 @@ class ReplicaClient:
             response = await self._client.post(f"{url.rstrip('/')}/invoke", json={"inputs": inputs},
                                                timeout=timeout)
         except httpx.TimeoutException as exc:
-            raise ComponentTimeout(f"{component or url} did not answer within {timeout:.3f}s", where) from exc
+            error = ComponentTimeout(f"{component or url} did not answer within {timeout:.3f}s", where)
+            raise _kind(error, ErrorKind.CONNECT if isinstance(exc, httpx.ConnectTimeout) else ErrorKind.TIMEOUT) from exc
         except httpx.HTTPError as exc:
-            raise ComponentFailed(f"{component or url} unreachable: {type(exc).__name__}: {exc}", where) from exc
+            error = ComponentFailed(f"{component or url} unreachable: {type(exc).__name__}: {exc}", where)
+            raise _kind(error, transport_error_kind(exc)) from exc
         if response.status_code >= 500:
-            raise ComponentFailed(f"{component or url} failed: {replica_message(response)}",
-                                  {**where, "replica_status": response.status_code})
+            error = ComponentFailed(f"{component or url} failed: {replica_message(response)}",
+                                    {**where, "replica_status": response.status_code})
+            raise _kind(error, ErrorKind.HTTP_5XX)
         if response.status_code >= 400:
             raise InvalidInput(replica_message(response), {**where, "replica_status": response.status_code})
         try:
             return response.json()
         except ValueError as exc:
             raise ComponentFailed(f"{component or url} answered non-JSON", where) from exc
+
+
+def transport_error_kind(exc: httpx.HTTPError) -> ErrorKind:
+    """Whether the replica can have seen the request: only a refused connection or a close before
+    any response byte prove it did not (what :func:`retry.should_retry` may retry)."""
+    if isinstance(exc, httpx.ConnectError):
+        return ErrorKind.CONNECT
+    if isinstance(exc, httpx.RemoteProtocolError) and "without sending" in str(exc):
+        return ErrorKind.RESET_BEFORE_RESPONSE
+    return ErrorKind.RESET_AFTER_RESPONSE
+
+
+def _kind(error, kind: ErrorKind):
+    error.error_kind = kind
+    return error
 
 
 def replica_message(response: httpx.Response) -> str:

@@ -26,6 +26,7 @@ class GatewayError(Exception):
 
     status: int = 500
     code: str = "internal_error"
+    error_kind: str | None = None  # transport classification (retry.ErrorKind) for replica failures
 
     def __init__(self, message: str, details: dict[str, Any] | None = None, *,
                  status: int | None = None, code: str | None = None):

@@ -14,8 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from compoundry.gateway.errors import ComponentUnavailable
-from compoundry.store import ReplicaView, RouteView
+from compoundry.store import RouteView
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +28,6 @@ class RouteTable:
         self.refresh_s = refresh_s
         self.retry_after_s = retry_after_s
         self._routes: dict[str, RouteView] = {}
-        self._cursor: dict[str, int] = {}
         self._task: asyncio.Task | None = None
         self.loaded = False
         self.last_ok: float | None = None  # time.time() of the last successful refresh
@@ -73,21 +71,6 @@ class RouteTable:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-
-    # --- request path ----------------------------------------------------------
-    def pick_replica(self, component: str) -> tuple[RouteView, ReplicaView]:
-        """Round-robin over the component's ready replicas; 503 when there is none."""
-        route = self._routes.get(component)
-        if route is None:
-            raise ComponentUnavailable(f"component {component!r} has no route (not deployed yet)",
-                                       {"component": component}, retry_after=self.retry_after_s)
-        if not route.replicas:
-            raise ComponentUnavailable(f"component {component!r} has no ready replica",
-                                       {"component": component, "deployment": route.deployment_id},
-                                       retry_after=self.retry_after_s)
-        i = self._cursor.get(component, 0)
-        self._cursor[component] = i + 1
-        return route, route.replicas[i % len(route.replicas)]
 
     def describe(self) -> dict[str, dict]:
         """The table for ``GET /v1/routes``."""

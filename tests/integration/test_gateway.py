@@ -29,7 +29,10 @@ components:
   slow: {model: m-slow, engine: pyfunc}
   flaky: {model: m-flaky, engine: pyfunc}
   ghost: {model: m-ghost, engine: pyfunc}
-  starting: {model: m-starting, engine: pyfunc}
+  starting: {model: m-starting, engine: pyfunc, timeouts: {cold_start_s: 1}}
+  late: {model: m-late, engine: pyfunc, timeouts: {cold_start_s: 5}}
+  brittle: {model: m-brittle, engine: pyfunc, breaker: {consecutive_failures: 2, cooldown_s: 1}}
+  halfdead: {model: m-halfdead, engine: pyfunc}
 """
 
 PIPELINES = """
@@ -82,7 +85,7 @@ def db(tmp_path_factory, stubs):
     store = PlatformStore(url)
     store.create_schema()
     ready = DeploymentStatus.READY
-    for component in ("echo", "slow", "flaky", "starting"):
+    for component in ("echo", "slow", "flaky", "starting", "late", "brittle", "halfdead"):
         store.add_deployment(f"{component}-v1", component, f"m-{component}", "1", "pyfunc")
         store.set_route(component, f"{component}-v1")
     store.add_replica("echo-v1-a", "echo-v1", stubs["a"].url, None, ready)
@@ -90,6 +93,10 @@ def db(tmp_path_factory, stubs):
     store.add_replica("slow-v1-c", "slow-v1", stubs["c"].url, None, ready)
     store.add_replica("flaky-v1-a", "flaky-v1", stubs["a"].url, None, ready)
     store.add_replica("starting-v1-a", "starting-v1", stubs["a"].url, None)  # not ready yet
+    store.add_replica("late-v1-b", "late-v1", stubs["b"].url, None)  # becomes ready during a test
+    store.add_replica("brittle-v1-b", "brittle-v1", stubs["b"].url, None, ready)
+    store.add_replica("halfdead-v1-a", "halfdead-v1", stubs["a"].url, None, ready)
+    store.add_replica("halfdead-v1-x", "halfdead-v1", f"http://127.0.0.1:{free_port()}", None, ready)  # nobody there
     yield store, state
     store.close()
 
@@ -138,9 +145,9 @@ def test_health_routes_and_request_id(gateway):
     assert "/v1/pipelines/{name}" in gateway.get("/openapi.json").json()["paths"]
 
 
-def test_component_call_round_robins_over_ready_replicas(gateway):
+def test_component_calls_spread_over_ready_replicas(gateway):
     replicas = set()
-    for _ in range(4):
+    for _ in range(24):  # ties between idle replicas are broken at random: 2 * 2**-24 to miss one
         response = gateway.post("/v1/components/echo", json={"inputs": {"texts": ["hi"]}})
         assert response.status_code == 200, response.text
         body = response.json()
@@ -278,3 +285,55 @@ def test_an_unexpected_exception_is_a_json_500_without_traceback(tmp_path, caplo
     assert response.json() == {"error": {"code": "internal_error", "message": "internal error; see the gateway log",
                                          "request_id": "r-1"}}
     assert "secret internals" in caplog.text  # logged server-side only
+
+
+def test_a_request_is_held_through_a_cold_start_not_failed(gateway, db):
+    """`late` has a route but no ready replica: the call waits until one is ready."""
+    import threading
+
+    store, _ = db
+    threading.Timer(0.8, lambda: store.set_replica_status("late-v1-b", DeploymentStatus.READY)).start()
+    started = time.monotonic()
+    response = gateway.post("/v1/components/late", json={"inputs": {"x": 1}})
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"]["replica"] == "b"
+    assert time.monotonic() - started >= 0.7
+
+
+def test_a_hold_ends_at_the_cold_start_limit_with_a_503(gateway):
+    started = time.monotonic()
+    response = gateway.post("/v1/components/starting", json={"inputs": {}})
+    assert response.status_code == 503 and response.json()["error"]["code"] == "component_unavailable"
+    assert 0.9 <= time.monotonic() - started < 5  # starting's cold_start_s is 1
+
+
+def test_breaker_opens_answers_at_once_then_probes_and_closes(gateway, stubs):
+    for _ in range(2):
+        assert gateway.post("/v1/components/brittle", json={"inputs": {"fail": True}}).status_code == 502
+    calls = stubs["b"].calls
+    refused = gateway.post("/v1/components/brittle", json={"inputs": {}})
+    assert refused.status_code == 503, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "component_unavailable" and error["breaker"] == "open" and error["retry_after"] > 0
+    assert int(refused.headers["retry-after"]) >= 1
+    assert stubs["b"].calls == calls  # the open breaker did not call the replica
+    time.sleep(1.1)  # cooldown_s
+    probe = gateway.post("/v1/components/brittle", json={"inputs": {}})
+    assert probe.status_code == 200, probe.text
+    assert gateway.post("/v1/components/brittle", json={"inputs": {}}).status_code == 200  # closed again
+
+
+def test_a_refused_connection_is_retried_on_another_replica(gateway, stubs):
+    before = stubs["a"].calls
+    for _ in range(8):
+        response = gateway.post("/v1/components/halfdead", json={"inputs": {}})
+        assert response.status_code == 200, response.text
+        assert response.json()["outputs"]["replica"] == "a"
+    assert stubs["a"].calls - before == 8
+
+
+def test_latency_class_header_is_validated(gateway):
+    response = gateway.post("/v1/components/echo", json={"inputs": {}}, headers={"X-Latency-Class": "urgent"})
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_request"
+    ok = gateway.post("/v1/components/echo", json={"inputs": {}}, headers={"X-Latency-Class": "batch"})
+    assert ok.status_code == 200

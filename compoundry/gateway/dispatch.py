@@ -1,0 +1,212 @@
+"""One component call, the way the Prediction Service makes it.
+
+Every call, whether from ``/v1/components/{name}`` or a pipeline step, goes
+through :meth:`Dispatcher.call`, which applies the request-path policies in
+order (docs/architecture.md):
+
+1. **cold-start holding**: a deployed component with no ready replica holds the
+   request (asking the scaler for capacity) until a replica is ready or the
+   latency-class hold, the component's ``cold_start_s`` or the request's own
+   deadline runs out;
+2. **circuit breaker** per deployment: an open breaker answers at once with
+   ``component_unavailable`` and ``retry_after``;
+3. **load balancing** over the deployment's ready replicas (power of two
+   choices over outstanding requests, optional per-replica limit);
+4. **retry** on another replica, only for transport failures that prove the
+   replica never processed the request, within the deadline.
+
+The policies themselves are pure (``breaker``, ``balancer``, ``retry``); this
+module is the thin asyncio adapter that wires them to the route table and the
+replica client, with an injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from compoundry.gateway.balancer import Balancer
+from compoundry.gateway.breaker import BreakerBoard
+from compoundry.gateway.errors import ComponentFailed, ComponentTimeout, ComponentUnavailable, GatewayError
+from compoundry.gateway.executor import ComponentReply
+from compoundry.gateway.retry import should_retry
+from compoundry.gateway.routes import RouteTable
+from compoundry.store import RouteView
+
+HOLD_POLL_S = 0.05
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """Who asks and by when; the same for every step of one pipeline request."""
+
+    request_id: str
+    latency_class: str = "interactive"
+    deadline: float | None = None  # clock() time after which the answer is useless; None: no overall deadline
+    pipeline: str | None = None
+    session: str | None = None
+    tenant: str | None = None
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """What happened on one component call: for metering, metrics and logs."""
+
+    context: CallContext
+    component: str
+    deployment: str | None
+    model_version: str | None
+    outcome: str  # "ok" or the error code
+    attempts: int
+    cold_start_ms: float
+    compute_ms: float
+
+
+class CapacityRequester(Protocol):
+    """The scaler interface the hold asks for a replica (the autoscaling issue supplies real ones)."""
+
+    def request_capacity(self, component: str, reason: str) -> None: ...
+
+
+class Dispatcher:
+    def __init__(self, routes: RouteTable, backend, components: Callable[[], dict], gateway_settings,
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
+                 scaler: CapacityRequester | None = None, on_call: Callable[[CallRecord], None] | None = None):
+        """``components()`` returns the current component configs (so a config reload is seen at once)."""
+        self.routes = routes
+        self.backend = backend
+        self.components = components
+        self.settings = gateway_settings
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.scaler = scaler
+        self.on_call = on_call
+        self.breakers = BreakerBoard(clock)
+        self._balancers: dict[str, Balancer] = {}
+
+    async def call(self, component: str, inputs: Any, timeout_s: float, ctx: CallContext) -> ComponentReply:
+        """Call one component; raises a ``GatewayError`` subclass the caller can route around."""
+        config = self.components()[component]
+        started = self.clock()
+        route, attempts, deployment = None, 0, None
+        try:
+            route = await self._ready_route(component, config, ctx)
+            held_ms = (self.clock() - started) * 1000
+            deployment = route.deployment_id
+            output, attempts = await self._call_route(route, config, inputs, timeout_s, ctx)
+        except GatewayError as exc:
+            self._record(ctx, component, route, exc.code, attempts, started)
+            raise
+        self._record(ctx, component, route, "ok", attempts, started, held_ms)
+        return ComponentReply(output, deployment, route.model_version)
+
+    # --- 1. cold-start holding ---------------------------------------------------
+    async def _ready_route(self, component: str, config, ctx: CallContext) -> RouteView:
+        route = self.routes.routes.get(component)
+        if route is not None and route.replicas:
+            return route
+        if route is None and self.scaler is None:
+            raise ComponentUnavailable(f"component {component!r} has no route (not deployed yet)",
+                                       {"component": component}, retry_after=self.routes.retry_after_s)
+        hold_until = self._hold_until(config, ctx)
+        if self.scaler is not None:
+            self.scaler.request_capacity(component, reason="cold_start")
+        while self.clock() < hold_until:
+            await asyncio.sleep(min(HOLD_POLL_S, max(0.0, hold_until - self.clock())))
+            route = self.routes.routes.get(component)
+            if route is not None and route.replicas:
+                return route
+        held = self.clock() - (hold_until - self._hold_budget(config, ctx))
+        raise ComponentUnavailable(
+            f"component {component!r} has no ready replica (held {held:.1f}s for a cold start)",
+            {"component": component, "deployment": route.deployment_id if route else None,
+             "latency_class": ctx.latency_class}, retry_after=max(1.0, config.timeouts.cold_start_s / 4))
+
+    def _hold_budget(self, config, ctx: CallContext) -> float:
+        by_class = getattr(self.settings.cold_start_hold_s, ctx.latency_class)
+        return min(by_class, config.timeouts.cold_start_s)
+
+    def _hold_until(self, config, ctx: CallContext) -> float:
+        until = self.clock() + self._hold_budget(config, ctx)
+        return until if ctx.deadline is None else min(until, ctx.deadline)
+
+    # --- 2-4. breaker, balancer, retry ------------------------------------------------
+    async def _call_route(self, route: RouteView, config, inputs: Any, timeout_s: float,
+                          ctx: CallContext) -> tuple[Any, int]:
+        breaker = self.breakers.get(route.deployment_id, config.breaker)
+        admission = breaker.allow()
+        if not admission.allowed:
+            raise ComponentUnavailable(
+                f"component {route.component!r} is failing: circuit open on {route.deployment_id}",
+                {"component": route.component, "deployment": route.deployment_id, "breaker": breaker.state},
+                retry_after=admission.retry_after_s)
+        try:
+            output, attempts = await self._attempts(route, inputs, timeout_s, ctx)
+        except (ComponentFailed, ComponentTimeout):
+            breaker.record_failure(admission)
+            raise
+        except (asyncio.CancelledError, ComponentUnavailable):
+            breaker.record_cancel(admission)  # no verdict on the deployment's health
+            raise
+        except GatewayError:
+            breaker.record_success(admission)  # the replica answered; the request itself was refused (4xx)
+            raise
+        breaker.record_success(admission)
+        return output, attempts
+
+    async def _attempts(self, route: RouteView, inputs: Any, timeout_s: float, ctx: CallContext) -> tuple[Any, int]:
+        """Try replicas until one answers, retrying only what ``should_retry`` allows."""
+        balancer = self._balancer(route.deployment_id)
+        urls = [r.url for r in route.replicas]
+        tried: set[str] = set()
+        attempt = 0
+        while True:
+            url = balancer.pick(urls, exclude=tried)
+            if url is None:
+                raise ComponentUnavailable(
+                    f"component {route.component!r}: every replica is at its concurrency limit",
+                    {"component": route.component, "deployment": route.deployment_id},
+                    retry_after=self.routes.retry_after_s)
+            attempt += 1
+            call_started = self.clock()
+            try:
+                with balancer.hold(url):
+                    return await self.backend.invoke(url, inputs, self._timeout(timeout_s, ctx),
+                                                     route.component), attempt
+            except (ComponentFailed, ComponentTimeout) as exc:
+                if not self._may_retry(exc, attempt, ctx, self.clock() - call_started) or len(tried) + 1 >= len(urls):
+                    raise
+                tried.add(url)
+
+    def _may_retry(self, exc: GatewayError, attempt: int, ctx: CallContext, call_s: float) -> bool:
+        remaining = float("inf") if ctx.deadline is None else ctx.deadline - self.clock()
+        return should_retry(getattr(exc, "error_kind", None) or "", True, attempt, self.settings.max_attempts,
+                            remaining, call_s)
+
+    def _timeout(self, timeout_s: float, ctx: CallContext) -> float:
+        if ctx.deadline is None:
+            return timeout_s
+        remaining = ctx.deadline - self.clock()
+        if remaining <= 0:
+            raise ComponentTimeout("the request's deadline passed before the call")
+        return min(timeout_s, remaining)
+
+    def _balancer(self, deployment_id: str) -> Balancer:
+        balancer = self._balancers.get(deployment_id)
+        if balancer is None:
+            balancer = self._balancers[deployment_id] = Balancer(self.rng, self.settings.replica_concurrency)
+        return balancer
+
+    # --- observability ---------------------------------------------------------------
+    def _record(self, ctx: CallContext, component: str, route: RouteView | None, outcome: str, attempts: int,
+                started: float, held_ms: float = 0.0) -> None:
+        if self.on_call is None:
+            return
+        total_ms = (self.clock() - started) * 1000
+        self.on_call(CallRecord(ctx, component, route.deployment_id if route else None,
+                                route.model_version if route else None, outcome, attempts,
+                                round(held_ms, 3), round(max(0.0, total_ms - held_ms), 3)))
