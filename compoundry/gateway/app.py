@@ -18,9 +18,8 @@ from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from compoundry.gateway.backends import ReplicaClient
-from compoundry.gateway.dispatch import CallContext, Dispatcher
+from compoundry.gateway.dispatch import CallContext, Dispatcher, context_from_request
 from compoundry.gateway.errors import (
-    InvalidRequest,
     NotFound,
     PipelineOutputFailed,
     PipelineStepFailed,
@@ -28,6 +27,7 @@ from compoundry.gateway.errors import (
     internal_error_response,
 )
 from compoundry.gateway.executor import ComponentReply, PipelineResult, run_pipeline
+from compoundry.gateway.openai_api import router as openai_router
 from compoundry.gateway.routes import RouteTable
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,7 @@ def create_app(settings, config, store) -> FastAPI:
         log.warning("control API not available; serving predictions only", exc_info=True)
     else:
         app.include_router(control_router)
+    app.include_router(openai_router)
     return app
 
 
@@ -191,7 +192,7 @@ def _add_prediction_routes(app: FastAPI) -> None:
         if component is None:
             raise NotFound(f"unknown component {name!r}", {"known": sorted(state.config.components)})
         started = time.perf_counter()
-        ctx = _call_context(request, component.latency_class)
+        ctx = context_from_request(request, component.latency_class)
         reply = await state.dispatcher.call(name, body.inputs, component.timeouts.request_s, ctx)
         return {"component": name, "deployment": reply.deployment, "model_version": reply.model_version,
                 "outputs": reply.output, "timing_ms": round((time.perf_counter() - started) * 1000, 3)}
@@ -204,7 +205,7 @@ def _add_prediction_routes(app: FastAPI) -> None:
         if pipeline is None:
             raise NotFound(f"unknown pipeline {name!r}", {"known": sorted(state.config.pipelines)})
         timeouts = {n: c.timeouts.request_s for n, c in state.config.components.items()}
-        ctx = _call_context(request, pipeline.latency_class, pipeline=name,
+        ctx = context_from_request(request, pipeline.latency_class, pipeline=name,
                             deadline=state.dispatcher.clock() + pipeline.sla_ms / 1000)
         result = await run_pipeline(pipeline, body.inputs, _component_caller(state, ctx), timeouts=timeouts)
         request_id = request.state.request_id
@@ -221,21 +222,6 @@ def _component_caller(state, ctx: CallContext):
     async def call(component: str, inputs: Any, timeout: float) -> ComponentReply:
         return await state.dispatcher.call(component, inputs, timeout, ctx)
     return call
-
-
-LATENCY_CLASSES = ("interactive", "batch")
-
-
-def _call_context(request: Request, default_class: str, pipeline: str | None = None,
-                  deadline: float | None = None) -> CallContext:
-    """The caller's context from the ``X-Latency-Class``, ``X-Pipeline-Id`` and ``X-Session-Id`` headers."""
-    headers = request.headers
-    latency_class = (headers.get("x-latency-class") or default_class).strip().lower()
-    if latency_class not in LATENCY_CLASSES:
-        raise InvalidRequest(f"X-Latency-Class must be one of {', '.join(LATENCY_CLASSES)}",
-                             {"got": latency_class[:40]})
-    return CallContext(request_id=request.state.request_id, latency_class=latency_class, deadline=deadline,
-                       pipeline=headers.get("x-pipeline-id", pipeline), session=headers.get("x-session-id"))
 
 
 def _pipeline_error(name: str, request_id: str, result: PipelineResult):

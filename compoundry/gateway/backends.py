@@ -9,6 +9,8 @@ inputs were refused.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -27,27 +29,52 @@ class ReplicaClient:
         await self._client.aclose()
 
     async def invoke(self, url: str, inputs: Any, timeout: float, component: str | None = None) -> Any:
-        """POST the inputs to one replica and return its JSON output."""
+        """POST the inputs to one replica's ``/invoke`` and return its JSON output."""
+        return await self.post(url, "/invoke", {"inputs": inputs}, timeout, component)
+
+    async def post(self, url: str, path: str, body: Any, timeout: float, component: str | None = None) -> Any:
+        """POST a JSON body to ``{replica}{path}`` and return the JSON answer (e.g. the llm's ``/v1/...``)."""
         where = {"component": component, "replica": url} if component else {"replica": url}
         try:
-            response = await self._client.post(f"{url.rstrip('/')}/invoke", json={"inputs": inputs},
-                                               timeout=timeout)
-        except httpx.TimeoutException as exc:
-            error = ComponentTimeout(f"{component or url} did not answer within {timeout:.3f}s", where)
-            raise _kind(error, ErrorKind.CONNECT if isinstance(exc, httpx.ConnectTimeout) else ErrorKind.TIMEOUT) from exc
+            response = await self._client.post(f"{url.rstrip('/')}{path}", json=body, timeout=timeout)
         except httpx.HTTPError as exc:
-            error = ComponentFailed(f"{component or url} unreachable: {type(exc).__name__}: {exc}", where)
-            raise _kind(error, transport_error_kind(exc)) from exc
-        if response.status_code >= 500:
-            error = ComponentFailed(f"{component or url} failed: {replica_message(response)}",
-                                    {**where, "replica_status": response.status_code})
-            raise _kind(error, ErrorKind.HTTP_5XX)
-        if response.status_code >= 400:
-            raise InvalidInput(replica_message(response), {**where, "replica_status": response.status_code})
+            raise _transport_error(exc, component or url, timeout, where) from exc
+        _raise_for_status(response, component or url, where)
         try:
             return response.json()
         except ValueError as exc:
             raise ComponentFailed(f"{component or url} answered non-JSON", where) from exc
+
+    @asynccontextmanager
+    async def stream(self, url: str, path: str, body: Any, timeout: float,
+                     component: str | None = None) -> AsyncIterator[AsyncIterator[str]]:
+        """POST and iterate the answer's lines (server-sent events); errors before the first line are typed."""
+        where = {"component": component, "replica": url} if component else {"replica": url}
+        try:
+            async with self._client.stream("POST", f"{url.rstrip('/')}{path}", json=body, timeout=timeout) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    _raise_for_status(response, component or url, where)
+                yield response.aiter_lines()
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, component or url, timeout, where) from exc
+
+
+def _transport_error(exc: httpx.HTTPError, who: str, timeout: float, where: dict):
+    if isinstance(exc, httpx.TimeoutException):
+        error = ComponentTimeout(f"{who} did not answer within {timeout:.3f}s", where)
+        return _kind(error, ErrorKind.CONNECT if isinstance(exc, httpx.ConnectTimeout) else ErrorKind.TIMEOUT)
+    error = ComponentFailed(f"{who} unreachable: {type(exc).__name__}: {exc}", where)
+    return _kind(error, transport_error_kind(exc))
+
+
+def _raise_for_status(response: httpx.Response, who: str, where: dict) -> None:
+    if response.status_code >= 500:
+        error = ComponentFailed(f"{who} failed: {replica_message(response)}",
+                                {**where, "replica_status": response.status_code})
+        raise _kind(error, ErrorKind.HTTP_5XX)
+    if response.status_code >= 400:
+        raise InvalidInput(replica_message(response), {**where, "replica_status": response.status_code})
 
 
 def transport_error_kind(exc: httpx.HTTPError) -> ErrorKind:

@@ -25,13 +25,19 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from compoundry.gateway.balancer import Balancer
 from compoundry.gateway.breaker import BreakerBoard
-from compoundry.gateway.errors import ComponentFailed, ComponentTimeout, ComponentUnavailable, GatewayError
+from compoundry.gateway.errors import (
+    ComponentFailed,
+    ComponentTimeout,
+    ComponentUnavailable,
+    GatewayError,
+    InvalidRequest,
+)
 from compoundry.gateway.executor import ComponentReply
 from compoundry.gateway.retry import should_retry
 from compoundry.gateway.routes import RouteTable
@@ -66,6 +72,21 @@ class CallRecord:
     compute_ms: float
 
 
+LATENCY_CLASSES = ("interactive", "batch")
+
+
+def context_from_request(request, default_class: str, pipeline: str | None = None,
+                         deadline: float | None = None) -> CallContext:
+    """The caller's context from the ``X-Latency-Class``, ``X-Pipeline-Id`` and ``X-Session-Id`` headers."""
+    headers = request.headers
+    latency_class = (headers.get("x-latency-class") or default_class).strip().lower()
+    if latency_class not in LATENCY_CLASSES:
+        raise InvalidRequest(f"X-Latency-Class must be one of {', '.join(LATENCY_CLASSES)}",
+                             {"got": latency_class[:40]})
+    return CallContext(request_id=request.state.request_id, latency_class=latency_class, deadline=deadline,
+                       pipeline=headers.get("x-pipeline-id", pipeline), session=headers.get("x-session-id"))
+
+
 class CapacityRequester(Protocol):
     """The scaler interface the hold asks for a replica (the autoscaling issue supplies real ones)."""
 
@@ -88,8 +109,13 @@ class Dispatcher:
         self.breakers = BreakerBoard(clock)
         self._balancers: dict[str, Balancer] = {}
 
-    async def call(self, component: str, inputs: Any, timeout_s: float, ctx: CallContext) -> ComponentReply:
-        """Call one component; raises a ``GatewayError`` subclass the caller can route around."""
+    async def call(self, component: str, inputs: Any, timeout_s: float, ctx: CallContext,
+                   path: str = "/invoke") -> ComponentReply:
+        """Call one component; raises a ``GatewayError`` subclass the caller can route around.
+
+        ``path`` ``/invoke`` wraps ``inputs`` in the Bento protocol; another path (the llm's
+        ``/v1/chat/completions``) posts ``inputs`` as the body itself.
+        """
         config = self.components()[component]
         started = self.clock()
         route, attempts, deployment = None, 0, None
@@ -97,7 +123,7 @@ class Dispatcher:
             route = await self._ready_route(component, config, ctx)
             held_ms = (self.clock() - started) * 1000
             deployment = route.deployment_id
-            output, attempts = await self._call_route(route, config, inputs, timeout_s, ctx)
+            output, attempts = await self._call_route(route, config, inputs, timeout_s, ctx, path)
         except GatewayError as exc:
             self._record(ctx, component, route, exc.code, attempts, started)
             raise
@@ -135,8 +161,8 @@ class Dispatcher:
         return until if ctx.deadline is None else min(until, ctx.deadline)
 
     # --- 2-4. breaker, balancer, retry ------------------------------------------------
-    async def _call_route(self, route: RouteView, config, inputs: Any, timeout_s: float,
-                          ctx: CallContext) -> tuple[Any, int]:
+    def _admit(self, route: RouteView, config):
+        """The deployment's breaker and this call's admission; an open breaker refuses at once."""
         breaker = self.breakers.get(route.deployment_id, config.breaker)
         admission = breaker.allow()
         if not admission.allowed:
@@ -144,8 +170,13 @@ class Dispatcher:
                 f"component {route.component!r} is failing: circuit open on {route.deployment_id}",
                 {"component": route.component, "deployment": route.deployment_id, "breaker": breaker.state},
                 retry_after=admission.retry_after_s)
+        return breaker, admission
+
+    async def _call_route(self, route: RouteView, config, inputs: Any, timeout_s: float,
+                          ctx: CallContext, path: str) -> tuple[Any, int]:
+        breaker, admission = self._admit(route, config)
         try:
-            output, attempts = await self._attempts(route, inputs, timeout_s, ctx)
+            output, attempts = await self._attempts(route, inputs, timeout_s, ctx, path)
         except (ComponentFailed, ComponentTimeout):
             breaker.record_failure(admission)
             raise
@@ -158,7 +189,8 @@ class Dispatcher:
         breaker.record_success(admission)
         return output, attempts
 
-    async def _attempts(self, route: RouteView, inputs: Any, timeout_s: float, ctx: CallContext) -> tuple[Any, int]:
+    async def _attempts(self, route: RouteView, inputs: Any, timeout_s: float, ctx: CallContext,
+                        path: str) -> tuple[Any, int]:
         """Try replicas until one answers, retrying only what ``should_retry`` allows."""
         balancer = self._balancer(route.deployment_id)
         urls = [r.url for r in route.replicas]
@@ -175,12 +207,46 @@ class Dispatcher:
             call_started = self.clock()
             try:
                 with balancer.hold(url):
-                    return await self.backend.invoke(url, inputs, self._timeout(timeout_s, ctx),
-                                                     route.component), attempt
+                    timeout = self._timeout(timeout_s, ctx)
+                    if path == "/invoke":
+                        return await self.backend.invoke(url, inputs, timeout, route.component), attempt
+                    return await self.backend.post(url, path, inputs, timeout, route.component), attempt
             except (ComponentFailed, ComponentTimeout) as exc:
                 if not self._may_retry(exc, attempt, ctx, self.clock() - call_started) or len(tried) + 1 >= len(urls):
                     raise
                 tried.add(url)
+
+    async def stream(self, component: str, path: str, body: Any, timeout_s: float,
+                     ctx: CallContext) -> AsyncIterator[str]:
+        """Stream a replica's answer line by line (server-sent events), under the same hold, breaker
+        and balancer as :meth:`call`. Not retried: a stream may have delivered part of its answer."""
+        config = self.components()[component]
+        route = await self._ready_route(component, config, ctx)
+        breaker, admission = self._admit(route, config)
+        balancer = self._balancer(route.deployment_id)
+        url = balancer.pick([r.url for r in route.replicas])
+        if url is None:
+            breaker.record_cancel(admission)
+            raise ComponentUnavailable(f"component {component!r}: every replica is at its concurrency limit",
+                                       {"component": component}, retry_after=self.routes.retry_after_s)
+        balancer.acquire(url)
+        try:
+            async with self.backend.stream(url, path, body, self._timeout(timeout_s, ctx), component) as lines:
+                async for line in lines:
+                    yield line
+        except (ComponentFailed, ComponentTimeout):
+            breaker.record_failure(admission)
+            raise
+        except GatewayError:
+            breaker.record_success(admission)
+            raise
+        except BaseException:  # cancelled, or the client went away (GeneratorExit)
+            breaker.record_cancel(admission)
+            raise
+        else:
+            breaker.record_success(admission)
+        finally:
+            balancer.release(url)
 
     def _may_retry(self, exc: GatewayError, attempt: int, ctx: CallContext, call_s: float) -> bool:
         remaining = float("inf") if ctx.deadline is None else ctx.deadline - self.clock()

@@ -105,6 +105,10 @@ def _base_env(settings: PlatformSettings) -> dict[str, str]:
     return env
 
 
+#: MLflow caches its webhook list this long: a webhook created, enabled or disabled takes effect after it.
+MLFLOW_WEBHOOK_CACHE_TTL_S = 5
+
+
 def mlflow_spec(settings: PlatformSettings) -> ServiceSpec:
     root = settings.mlflow_dir
     env = _base_env(settings)
@@ -115,7 +119,7 @@ def mlflow_spec(settings: PlatformSettings) -> ServiceSpec:
         MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
         # the server caches its webhook list (60 s by default); a webhook created or
         # re-enabled by `up` or an operator should take effect within seconds
-        MLFLOW_WEBHOOK_CACHE_TTL="5",
+        MLFLOW_WEBHOOK_CACHE_TTL=str(MLFLOW_WEBHOOK_CACHE_TTL_S),
     )
     argv = [
         str(BIN_DIR / "mlflow"), "server",

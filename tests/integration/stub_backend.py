@@ -1,6 +1,7 @@
 """A tiny real HTTP replica for gateway tests: the Bento call protocol, driven by its inputs.
 
-``POST /invoke {"inputs": {...}}`` echoes ``{"echo": inputs, "replica": name}``
+``POST /v1/chat/completions`` echoes the last message OpenAI-style (streamed
+word by word with ``stream: true``). ``POST /invoke {"inputs": {...}}`` echoes ``{"echo": inputs, "replica": name}``
 after ``delay_ms``; ``"fail": true`` answers 500, ``"reject": "why"`` answers
 400 with BentoML's ``{"error": "why"}`` shape. ``/readyz`` and ``/livez`` are
 200. Runs uvicorn in a daemon thread on a free port, so a test can start
@@ -10,6 +11,7 @@ several in well under a second.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -17,7 +19,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import Body, FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 
 def free_port() -> int:
@@ -41,6 +43,33 @@ def stub_app(name: str) -> FastAPI:
         if options.get("reject"):
             return JSONResponse({"error": str(options["reject"])}, status_code=400)
         return {"echo": inputs, "replica": name}
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: dict[str, Any] = Body(...)):
+        """OpenAI-shaped echo of the last message, streamed word by word when asked."""
+        app.state.calls += 1
+        text = str(body["messages"][-1]["content"])
+        base = {"id": "chatcmpl-stub", "created": 0, "model": f"stub-{name}"}
+        if not body.get("stream"):
+            return {**base, "object": "chat.completion", "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                                                                     "total_tokens": 2},
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                 "finish_reason": "stop"}]}
+
+        def event(delta: dict, finish: str | None = None) -> str:
+            chunk = {**base, "object": "chat.completion.chunk",
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            return f"data: {json.dumps(chunk)}\n\n"
+
+        async def events():
+            yield event({"role": "assistant"})
+            for word in text.split():
+                await asyncio.sleep(0.01)
+                yield event({"content": word + " "})
+            yield event({}, "stop")
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
 
     @app.get("/readyz")
     @app.get("/livez")

@@ -33,6 +33,7 @@ components:
   late: {model: m-late, engine: pyfunc, timeouts: {cold_start_s: 5}}
   brittle: {model: m-brittle, engine: pyfunc, breaker: {consecutive_failures: 2, cooldown_s: 1}}
   halfdead: {model: m-halfdead, engine: pyfunc}
+  chat: {model: m-chat, engine: llm}
 """
 
 PIPELINES = """
@@ -85,7 +86,7 @@ def db(tmp_path_factory, stubs):
     store = PlatformStore(url)
     store.create_schema()
     ready = DeploymentStatus.READY
-    for component in ("echo", "slow", "flaky", "starting", "late", "brittle", "halfdead"):
+    for component in ("echo", "slow", "flaky", "starting", "late", "brittle", "halfdead", "chat"):
         store.add_deployment(f"{component}-v1", component, f"m-{component}", "1", "pyfunc")
         store.set_route(component, f"{component}-v1")
     store.add_replica("echo-v1-a", "echo-v1", stubs["a"].url, None, ready)
@@ -94,6 +95,7 @@ def db(tmp_path_factory, stubs):
     store.add_replica("flaky-v1-a", "flaky-v1", stubs["a"].url, None, ready)
     store.add_replica("starting-v1-a", "starting-v1", stubs["a"].url, None)  # not ready yet
     store.add_replica("late-v1-b", "late-v1", stubs["b"].url, None)  # becomes ready during a test
+    store.add_replica("chat-v1-c", "chat-v1", stubs["c"].url, None, ready)
     store.add_replica("brittle-v1-b", "brittle-v1", stubs["b"].url, None, ready)
     store.add_replica("halfdead-v1-a", "halfdead-v1", stubs["a"].url, None, ready)
     store.add_replica("halfdead-v1-x", "halfdead-v1", f"http://127.0.0.1:{free_port()}", None, ready)  # nobody there
@@ -337,3 +339,22 @@ def test_latency_class_header_is_validated(gateway):
     assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_request"
     ok = gateway.post("/v1/components/echo", json={"inputs": {}}, headers={"X-Latency-Class": "batch"})
     assert ok.status_code == 200
+
+
+def test_the_official_openai_client_works_against_the_gateway(gateway):
+    import openai
+
+    client = openai.OpenAI(base_url=str(gateway.base_url).rstrip("/") + "/v1", api_key="not-checked-yet", max_retries=0)
+    assert {"chat", "echo"} <= {m.id for m in client.models.list().data}
+    reply = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hello there"}])
+    assert reply.choices[0].message.content == "hello there" and reply.model == "chat"
+    chunks = list(client.chat.completions.create(model="chat", stream=True,
+                                                 messages=[{"role": "user", "content": "one two three"}]))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "one two three "
+    assert {c.model for c in chunks} == {"chat"}  # relabelled from the replica's own model name
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-component", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError, match="needs one of"):
+        client.embeddings.create(model="chat", input="x")  # an llm is not an embedding model
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "x"}])

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from compoundry.dag import critical_path
+from compoundry.platform.services import MLFLOW_WEBHOOK_CACHE_TTL_S
 from compoundry.store import PlatformStore
 from registry.store import ModelStore
 from registry.webhooks import sign
@@ -139,6 +140,7 @@ def test_poller_deploys_what_no_webhook_announced_and_old_replica_drains(platfor
     client = MlflowClient(platform.mlflow_url)
     hook = next(w for w in client.list_webhooks() if w.name == WEBHOOK_NAME)
     client.update_webhook(hook.webhook_id, status="DISABLED")
+    time.sleep(MLFLOW_WEBHOOK_CACHE_TTL_S + 1)  # MLflow's cached webhook list must see it disabled
     try:
         old = routes(platform)["intent-classifier"]
         mlflow.set_tracking_uri(platform.mlflow_url)
@@ -161,6 +163,23 @@ def test_poller_deploys_what_no_webhook_announced_and_old_replica_drains(platfor
         assert not store.claim_deploy("compoundry-intent-classifier", new_version, "version", "webhook")
     finally:
         client.update_webhook(hook.webhook_id, status="ACTIVE")
+        time.sleep(MLFLOW_WEBHOOK_CACHE_TTL_S + 1)  # until MLflow's cached webhook list sees it active again
+
+
+def test_openai_client_talks_to_the_real_llm_and_embedder_bentos(platform, demo_pipeline):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{platform.gateway_url}/v1", api_key="unused", max_retries=0)
+    reply = client.chat.completions.create(model="dialogue-llm", max_tokens=8,
+                                           messages=[{"role": "user", "content": "Where is my order?"}])
+    assert reply.model == "dialogue-llm" and isinstance(reply.choices[0].message.content, str)
+    assert reply.usage.completion_tokens >= 1
+    chunks = list(client.chat.completions.create(model="dialogue-llm", max_tokens=8, stream=True,
+                                                 messages=[{"role": "user", "content": "Hello"}]))
+    assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].choices[0].finish_reason == "stop"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks)
+    vectors = client.embeddings.create(model="embedder", input=["refund", "order"]).data
+    assert [len(v.embedding) for v in vectors] == [384, 384]
 
 
 def test_moving_the_champion_alias_back_rolls_back_through_the_alias_webhook(platform, demo_pipeline):

@@ -1,0 +1,125 @@
+"""OpenAI-compatible API: ``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``.
+
+The ``model`` field names a **component**, so the official ``openai`` client
+works unchanged (``OpenAI(base_url="http://gateway/v1", api_key=...)``) and a
+model version change in MLflow never changes client code. Chat and text
+completions are passed to the llm replica's own OpenAI routes (streaming
+included), embeddings are translated from the Bento protocol. Every call goes
+through the dispatcher: cold-start hold, breaker, balancing, retries.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from compoundry.gateway.dispatch import context_from_request
+from compoundry.gateway.errors import InvalidRequest, NotFound
+
+router = APIRouter(tags=["openai"])
+
+LLM_ENGINES = {"llm"}
+EMBEDDING_ENGINES = {"sentence-transformers"}
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(description="a component name, e.g. dialogue-llm")
+    messages: list[dict[str, Any]]
+    stream: bool = False
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    prompt: str
+    stream: bool = False
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(description="a component name, e.g. embedder")
+    input: str | list[str]
+
+
+@router.get("/v1/models", summary="Components, as OpenAI models (id = component name)")
+async def list_models(request: Request) -> dict[str, Any]:
+    state = request.app.state
+    routed = state.routes.routes
+    return {"object": "list", "data": [
+        {"id": name, "object": "model", "created": 0, "owned_by": "compoundry", "engine": component.engine,
+         "model_version": routed[name].model_version if name in routed else None}
+        for name, component in sorted(state.config.components.items())]}
+
+
+@router.post("/v1/chat/completions", summary="OpenAI chat completions, routed by component name")
+async def chat_completions(body: ChatCompletionRequest, request: Request):
+    return await _completion(request, body.model_dump(), "/v1/chat/completions")
+
+
+@router.post("/v1/completions", summary="OpenAI text completions, routed by component name")
+async def completions(body: CompletionRequest, request: Request):
+    return await _completion(request, body.model_dump(), "/v1/completions")
+
+
+@router.post("/v1/embeddings", summary="OpenAI embeddings, routed by component name")
+async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]:
+    component = _component(request, body.model, EMBEDDING_ENGINES, "/v1/embeddings")
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    reply = await request.app.state.dispatcher.call(body.model, {"texts": texts}, component.timeouts.request_s,
+                                                    _context(request, component))
+    vectors = reply.output["embeddings"]
+    return {"object": "list", "model": body.model,
+            "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+            "usage": {"prompt_tokens": 0, "total_tokens": 0}}
+
+
+async def _completion(request: Request, body: dict[str, Any], path: str):
+    name = body["model"]
+    component = _component(request, name, LLM_ENGINES, path)
+    dispatcher = request.app.state.dispatcher
+    ctx = _context(request, component)
+    if not body.get("stream"):
+        reply = await dispatcher.call(name, body, component.timeouts.request_s, ctx, path=path)
+        return {**reply.output, "model": name}
+    lines = dispatcher.stream(name, path, body, component.timeouts.request_s, ctx)
+    first = await anext(lines)  # errors before the first byte are still a JSON error response
+    return StreamingResponse(_relabel(first, lines, name), media_type="text/event-stream")
+
+
+async def _relabel(first: str, lines, model: str):
+    """Re-emit the replica's events with ``model`` set to the component name the client asked for."""
+    yield _event_line(first, model)
+    async for line in lines:
+        yield _event_line(line, model)
+
+
+def _event_line(line: str, model: str) -> str:
+    if line.startswith("data: {"):
+        try:
+            payload = json.loads(line[6:])
+        except ValueError:
+            return line + "\n"
+        payload["model"] = model
+        return f"data: {json.dumps(payload)}\n"
+    return line + "\n"
+
+
+def _component(request: Request, name: str, engines: set[str], path: str):
+    component = request.app.state.config.components.get(name)
+    if component is None:
+        raise NotFound(f"unknown model {name!r}: the model field names a component",
+                       {"known": sorted(request.app.state.config.components)})
+    if component.engine not in engines:
+        raise InvalidRequest(f"component {name!r} is a {component.engine} model; {path} needs one of "
+                             f"{', '.join(sorted(engines))}", {"component": name, "engine": component.engine},
+                             status=400, code="model_not_supported")
+    return component
+
+
+def _context(request: Request, component):
+    return context_from_request(request, component.latency_class)
