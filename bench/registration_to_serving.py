@@ -84,7 +84,8 @@ def through_platform(settings, component: str, model_name: str, model_uri: str, 
 
 
 def _served(settings, component: str, smoke: dict, version: str) -> bool:
-    response = httpx.post(f"{settings.gateway_url}/v1/components/{component}", json={"inputs": smoke}, timeout=120)
+    response = httpx.post(f"{settings.gateway_url}/v1/components/{component}", json={"inputs": smoke},
+                          headers=settings.auth_headers(), timeout=120)
     if response.status_code == 503:
         return False
     response.raise_for_status()

@@ -152,6 +152,9 @@ def _mount_optional_commands() -> None:
         pass
     else:
         app.add_typer(config_app, name="config")
+    from compoundry.cli_keys import keys_app
+
+    app.add_typer(keys_app, name="keys")
     try:
         from compoundry.cli_registry import register_commands
     except ImportError:

@@ -93,7 +93,8 @@ def wait_for_routes(settings: PlatformSettings, components: list[str], timeout_s
 
 def ask(settings: PlatformSettings, question: str, session: str = "demo") -> dict:
     response = httpx.post(f"{settings.gateway_url}/v1/pipelines/support-agent",
-                          json={"inputs": {"question": question}}, headers={"X-Session-Id": session}, timeout=120)
+                          json={"inputs": {"question": question}},
+                          headers={"X-Session-Id": session, **settings.auth_headers()}, timeout=120)
     body = response.json()
     if response.status_code != 200:
         raise RuntimeError(f"support-agent answered {response.status_code}: {body}")

@@ -59,6 +59,8 @@ class GatewaySettings(_Strict):
                                                           "on another replica")
     replica_concurrency: int | None = Field(None, ge=1, description="in-flight requests per replica; "
                                                                     "null: unlimited")
+    auth_required: bool = Field(True, description="API keys on every prediction and control route")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
 
 
 class PlatformConfig(_Strict):
@@ -162,6 +164,23 @@ class PlatformSettings:
             path.write_text(secrets.token_urlsafe(32))
             path.chmod(0o600)
         return path.read_text().strip()
+
+    @property
+    def admin_key_file(self) -> Path:
+        """Where `compoundry up` keeps the local admin API key (created once, mode 0600)."""
+        return self.state_dir / "admin_api_key"
+
+    @property
+    def admin_api_key(self) -> str | None:
+        """The local admin key for the CLI, the demo and tests; ``COMPOUNDRY_API_KEY`` wins."""
+        if os.environ.get("COMPOUNDRY_API_KEY"):
+            return os.environ["COMPOUNDRY_API_KEY"]
+        path = self.admin_key_file
+        return path.read_text().strip() if path.exists() else None
+
+    def auth_headers(self) -> dict[str, str]:
+        key = self.admin_api_key
+        return {"Authorization": f"Bearer {key}"} if key else {}
 
     @property
     def mlflow_fernet_key(self) -> str:

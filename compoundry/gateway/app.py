@@ -8,6 +8,7 @@ the background route refresher alone.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -17,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from compoundry.auth import KeyRing
 from compoundry.gateway.backends import ReplicaClient
 from compoundry.gateway.dispatch import CallContext, Dispatcher, context_from_request
 from compoundry.gateway.errors import (
@@ -28,7 +30,11 @@ from compoundry.gateway.errors import (
 )
 from compoundry.gateway.executor import ComponentReply, PipelineResult, run_pipeline
 from compoundry.gateway.openai_api import router as openai_router
-from compoundry.gateway.routes import RouteTable
+from compoundry.gateway.metering_hook import metering_callback
+from compoundry.gateway.routes import Refresher, RouteTable
+from compoundry.metering import MeteringSink
+from compoundry.gateway.security import Security
+from compoundry.store.keys import ApiKeys
 
 log = logging.getLogger(__name__)
 
@@ -134,22 +140,34 @@ def create_app(settings, config, store) -> FastAPI:
     dispatcher = Dispatcher(routes, None, lambda: app.state.config.components, settings.config.gateway,
                             clock=time.perf_counter)
 
+    keys = KeyRing()
+    key_refresher = Refresher("api keys", ApiKeys(store).active, keys.replace, settings.config.route_refresh_s)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.backend = dispatcher.backend = ReplicaClient()
+        app.state.metering = sink = MeteringSink(store.engine)
+        dispatcher.on_call = metering_callback(sink, lambda: app.state.config.components)
         await routes.start()
+        await key_refresher.start()
         try:
             yield
         finally:
+            await key_refresher.stop()
             await routes.stop()
             await app.state.backend.aclose()
+            if not await asyncio.to_thread(sink.close, 10.0):  # graceful shutdown flushes metering
+                log.warning("metering: %s records not written at shutdown", sink.stats().pending)
 
     app = FastAPI(title="compoundry Prediction Service", version="0.1.0", lifespan=lifespan,
                   description="Call one component, or run a pipeline DAG with per-step timings and its critical path.")
     app.state.settings, app.state.config, app.state.store, app.state.routes = settings, config, store, routes
     app.state.dispatcher = dispatcher
     install_error_handlers(app)
-    app.add_middleware(RequestContext)
+    gateway_settings = settings.config.gateway
+    app.add_middleware(Security, keys=keys, auth_required=gateway_settings.auth_required,
+                       max_body_bytes=gateway_settings.max_body_bytes)
+    app.add_middleware(RequestContext)  # outermost: the request id exists before any refusal
     _add_probe_routes(app)
     _add_prediction_routes(app)
     try:

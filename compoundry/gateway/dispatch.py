@@ -70,6 +70,8 @@ class CallRecord:
     attempts: int
     cold_start_ms: float
     compute_ms: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 LATENCY_CLASSES = ("interactive", "batch")
@@ -83,8 +85,10 @@ def context_from_request(request, default_class: str, pipeline: str | None = Non
     if latency_class not in LATENCY_CLASSES:
         raise InvalidRequest(f"X-Latency-Class must be one of {', '.join(LATENCY_CLASSES)}",
                              {"got": latency_class[:40]})
+    principal = getattr(request.state, "principal", None)
     return CallContext(request_id=request.state.request_id, latency_class=latency_class, deadline=deadline,
-                       pipeline=headers.get("x-pipeline-id", pipeline), session=headers.get("x-session-id"))
+                       pipeline=headers.get("x-pipeline-id", pipeline), session=headers.get("x-session-id"),
+                       tenant=principal.tenant if principal else None)
 
 
 class CapacityRequester(Protocol):
@@ -127,7 +131,7 @@ class Dispatcher:
         except GatewayError as exc:
             self._record(ctx, component, route, exc.code, attempts, started)
             raise
-        self._record(ctx, component, route, "ok", attempts, started, held_ms)
+        self._record(ctx, component, route, "ok", attempts, started, held_ms, _usage(output))
         return ComponentReply(output, deployment, route.model_version)
 
     # --- 1. cold-start holding ---------------------------------------------------
@@ -269,10 +273,18 @@ class Dispatcher:
 
     # --- observability ---------------------------------------------------------------
     def _record(self, ctx: CallContext, component: str, route: RouteView | None, outcome: str, attempts: int,
-                started: float, held_ms: float = 0.0) -> None:
+                started: float, held_ms: float = 0.0, usage: tuple[int, int] = (0, 0)) -> None:
         if self.on_call is None:
             return
         total_ms = (self.clock() - started) * 1000
         self.on_call(CallRecord(ctx, component, route.deployment_id if route else None,
                                 route.model_version if route else None, outcome, attempts,
-                                round(held_ms, 3), round(max(0.0, total_ms - held_ms), 3)))
+                                round(held_ms, 3), round(max(0.0, total_ms - held_ms), 3), *usage))
+
+
+def _usage(output: Any) -> tuple[int, int]:
+    """Token counts from an llm answer (Bento ``{"usage"}`` or OpenAI ``usage``); (0, 0) otherwise."""
+    usage = output.get("usage") if isinstance(output, dict) else None
+    if not isinstance(usage, dict):
+        return 0, 0
+    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)

@@ -84,3 +84,40 @@ class RouteTable:
 def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text[:200]}"
+
+
+class Refresher:
+    """Reload something small from the database in the background (e.g. API keys), keeping the last good copy."""
+
+    def __init__(self, what: str, load: Callable[[], object], apply: Callable[[object], None], every_s: float):
+        self.what, self._load, self._apply, self.every_s = what, load, apply, every_s
+        self._task: asyncio.Task | None = None
+        self.last_error: str | None = None
+
+    async def refresh(self) -> bool:
+        try:
+            value = await asyncio.to_thread(self._load)
+        except Exception as exc:
+            if self.last_error is None:
+                log.warning("%s refresh failed, keeping the last known: %s", self.what, _short(exc))
+            self.last_error = _short(exc)
+            return False
+        self._apply(value)
+        self.last_error = None
+        return True
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.create_task(self._loop(), name=f"{self.what}-refresher")
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.every_s)
+            await self.refresh()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

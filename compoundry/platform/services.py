@@ -189,6 +189,7 @@ def platform_services(settings: PlatformSettings) -> dict[str, ServiceSpec]:
 
 #: Called by `up` once every service a hook needs is healthy, in this order.
 POST_START_HOOKS: tuple[PostStartHook, ...] = (
+    PostStartHook("compoundry.store.keys", "ensure_local_admin_key", ("gateway",), "local admin API key"),
     PostStartHook("registry.webhooks", "ensure_mlflow_webhook", ("mlflow", "gateway"), "MLflow webhook",
                   enabled=lambda settings: settings.config.registry.webhooks),  # off: the registry-poll flow deploys
     PostStartHook("compoundry.targets.local", "restore_routed_replicas", ("mlflow", "gateway"),

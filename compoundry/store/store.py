@@ -67,6 +67,7 @@ class PlatformStore:
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_schema(self) -> None:
+        import compoundry.metering.tables  # noqa: F401  (registers metering_records on Base)
         Base.metadata.create_all(self.engine)
 
     def close(self) -> None:

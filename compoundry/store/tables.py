@@ -91,3 +91,16 @@ class WebhookDelivery(Base):
     delivery_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     event: Mapped[str] = mapped_column(String(80))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    """A gateway API key: only its SHA-256 is stored; the key itself is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the public part of the key
+    name: Mapped[str] = mapped_column(String(200), default="")
+    tenant: Mapped[str] = mapped_column(String(100), index=True)
+    scopes: Mapped[str] = mapped_column(String(200))  # comma-separated: invoke, admin
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

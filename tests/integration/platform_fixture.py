@@ -53,6 +53,7 @@ def platform_env(state_dir: Path):
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        "COMPOUNDRY_API_KEY": "",  # the platform's own admin key, not a developer's
     }
     saved = {k: os.environ.get(k) for k in overrides}
     os.environ.update(overrides)
@@ -85,4 +86,4 @@ def wait_until(predicate, timeout_s: float, interval_s: float = 0.5, what: str =
 
 
 def gateway(settings: PlatformSettings) -> httpx.Client:
-    return httpx.Client(base_url=settings.gateway_url, timeout=120)
+    return httpx.Client(base_url=settings.gateway_url, timeout=120, headers=settings.auth_headers())

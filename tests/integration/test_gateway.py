@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from compoundry.store import DeploymentStatus, PlatformStore
+from compoundry.store.keys import ApiKeys
 from tests.integration.stub_backend import StubReplica, free_port
 
 pytestmark = pytest.mark.integration
@@ -94,6 +95,10 @@ def db(tmp_path_factory, stubs):
     store.add_replica("slow-v1-c", "slow-v1", stubs["c"].url, None, ready)
     store.add_replica("flaky-v1-a", "flaky-v1", stubs["a"].url, None, ready)
     store.add_replica("starting-v1-a", "starting-v1", stubs["a"].url, None)  # not ready yet
+    keys = ApiKeys(store)
+    store.test_keys = {"admin": keys.create("acme", ["invoke", "admin"])[1],
+                       "invoke": keys.create("acme", ["invoke"], name="app")[1],
+                       "doomed": keys.create("acme", ["invoke"], name="revoked in a test")}
     store.add_replica("late-v1-b", "late-v1", stubs["b"].url, None)  # becomes ready during a test
     store.add_replica("chat-v1-c", "chat-v1", stubs["c"].url, None, ready)
     store.add_replica("brittle-v1-b", "brittle-v1", stubs["b"].url, None, ready)
@@ -116,7 +121,8 @@ def gateway(tmp_path_factory, db):
     log = open(state / "gateway.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "compoundry.gateway.server"], cwd=REPO, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, trust_env=False)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, trust_env=False,
+                          headers={"Authorization": f"Bearer {db[0].test_keys['admin']}"})
     try:
         wait_for(lambda: proc.poll() is not None or _ready(client), timeout_s=30, what="the gateway")
         if proc.poll() is not None:
@@ -270,6 +276,7 @@ def test_an_unexpected_exception_is_a_json_500_without_traceback(tmp_path, caplo
     from compoundry.settings import PlatformSettings
 
     (tmp_path / "components.yaml").write_text(COMPONENTS)
+    (tmp_path / "platform.yaml").write_text("gateway: {auth_required: false}\n")
     settings = PlatformSettings.load(tmp_path)
     app = create_app(settings, load_config(tmp_path), PlatformStore(f"sqlite:///{tmp_path / 'p.db'}"))
 
@@ -344,7 +351,8 @@ def test_latency_class_header_is_validated(gateway):
 def test_the_official_openai_client_works_against_the_gateway(gateway):
     import openai
 
-    client = openai.OpenAI(base_url=str(gateway.base_url).rstrip("/") + "/v1", api_key="not-checked-yet", max_retries=0)
+    client = openai.OpenAI(base_url=str(gateway.base_url).rstrip("/") + "/v1", max_retries=0,
+                           api_key=gateway.headers["authorization"].split(" ", 1)[1])
     assert {"chat", "echo"} <= {m.id for m in client.models.list().data}
     reply = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hello there"}])
     assert reply.choices[0].message.content == "hello there" and reply.model == "chat"
@@ -358,3 +366,68 @@ def test_the_official_openai_client_works_against_the_gateway(gateway):
         client.embeddings.create(model="chat", input="x")  # an llm is not an embedding model
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "x"}])
+
+
+def test_keys_scopes_and_revocation(gateway, db):
+    store, _ = db
+    url = "/v1/components/echo"
+    anonymous = httpx.post(f"{gateway.base_url}{url}", json={"inputs": {}})
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "unauthorized"
+    assert anonymous.headers["www-authenticate"].startswith("Bearer")
+    wrong = gateway.post(url, json={"inputs": {}}, headers={"Authorization": "Bearer ck_nope_nope"})
+    assert wrong.status_code == 401
+    app_key = {"Authorization": f"Bearer {store.test_keys['invoke']}"}
+    assert gateway.post(url, json={"inputs": {}}, headers=app_key).status_code == 200
+    assert gateway.post(url, json={"inputs": {}}, headers={"X-Api-Key": store.test_keys["invoke"],
+                                                           "Authorization": ""}).status_code == 200
+    forbidden = gateway.get("/control/deployments", headers=app_key)
+    assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "forbidden"
+    assert gateway.get("/control/deployments").status_code == 200  # the admin key
+    assert httpx.get(f"{gateway.base_url}/healthz").status_code == 200  # probes stay open
+    doomed_id, doomed = store.test_keys["doomed"]
+    doomed_key = {"Authorization": f"Bearer {doomed}"}
+    assert gateway.post(url, json={"inputs": {}}, headers=doomed_key).status_code == 200
+    assert ApiKeys(store).revoke(doomed_id)
+    wait_for(lambda: gateway.post(url, json={"inputs": {}}, headers=doomed_key).status_code == 401,
+             timeout_s=5, what="the revoked key to be refused")
+
+
+def test_an_oversized_body_is_a_413(gateway):
+    big = {"inputs": {"text": "x" * (4 * 1024 * 1024 + 10)}}
+    response = gateway.post("/v1/components/echo", json=big)
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+
+    def chunks():  # no Content-Length: refused while reading
+        yield b'{"inputs": {"text": "'
+        for _ in range(5):
+            yield b"y" * (1024 * 1024)
+        yield b'"}}'
+    streamed = gateway.post("/v1/components/echo", content=chunks(), headers={"Content-Type": "application/json"})
+    assert streamed.status_code == 413 and streamed.json()["error"]["code"] == "payload_too_large"
+
+
+def test_every_component_call_is_metered_with_tenant_pipeline_and_outcome(gateway, db):
+    import sqlalchemy as sa
+
+    store, _ = db
+    headers = {"X-Request-Id": "meter-1", "X-Pipeline-Id": "billing-bot"}
+    assert gateway.post("/v1/components/echo", json={"inputs": {}}, headers=headers).status_code == 200
+    assert gateway.post("/v1/components/echo", json={"inputs": {"fail": True}},
+                        headers={**headers, "X-Request-Id": "meter-2"}).status_code == 502
+    chat = gateway.post("/v1/chat/completions", headers={**headers, "X-Request-Id": "meter-3"},
+                        json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]})
+    assert chat.status_code == 200
+
+    def rows():
+        query = sa.text("select request_id, tenant, pipeline_id, component, deployment_id, outcome, "
+                        "completion_tokens, compute_ms from metering_records where request_id like 'meter-%' "
+                        "order by request_id")
+        with store.engine.connect() as conn:
+            return conn.execute(query).all()
+    found = wait_for(lambda: len(rows()) == 3 and rows(), timeout_s=10, what="metering rows (flushed each second)")
+    assert [(r.request_id, r.tenant, r.pipeline_id, r.component, r.outcome) for r in found] == [
+        ("meter-1", "acme", "billing-bot", "echo", "ok"),
+        ("meter-2", "acme", "billing-bot", "echo", "error:component_failed"),
+        ("meter-3", "acme", "billing-bot", "chat", "ok"),
+    ]
+    assert found[2].completion_tokens == 1 and all(r.compute_ms > 0 for r in found)

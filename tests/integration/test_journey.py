@@ -169,7 +169,7 @@ def test_poller_deploys_what_no_webhook_announced_and_old_replica_drains(platfor
 def test_openai_client_talks_to_the_real_llm_and_embedder_bentos(platform, demo_pipeline):
     import openai
 
-    client = openai.OpenAI(base_url=f"{platform.gateway_url}/v1", api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=f"{platform.gateway_url}/v1", api_key=platform.admin_api_key, max_retries=0)
     reply = client.chat.completions.create(model="dialogue-llm", max_tokens=8,
                                            messages=[{"role": "user", "content": "Where is my order?"}])
     assert reply.model == "dialogue-llm" and isinstance(reply.choices[0].message.content, str)

@@ -1,0 +1,34 @@
+"""Turn the dispatcher's call records into metering records for the batched sink.
+
+Runs on the request path: it only builds a record and appends it to the
+sink's buffer (sub-microsecond); the sink's own thread writes batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from compoundry.gateway.dispatch import CallRecord
+from compoundry.metering import MeteringRecord, MeteringSink, error_outcome, price_call
+
+MODES = {"dedicated", "serverless", "auto"}
+
+
+def metering_callback(sink: MeteringSink, components: Callable[[], dict]) -> Callable[[CallRecord], None]:
+    def on_call(call: CallRecord) -> None:
+        config = components().get(call.component)
+        outcome = "ok" if call.outcome == "ok" else error_outcome(call.outcome)
+        prices = config.prices if config is not None else None
+        cost = price_call(prices, prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens,
+                          outcome=outcome) if prices is not None else 0.0
+        ctx = call.context
+        sink.record(MeteringRecord(
+            timestamp=datetime.now(timezone.utc), tenant=ctx.tenant or "anonymous",
+            pipeline_id=ctx.pipeline or "", request_id=ctx.request_id, component=call.component,
+            variant=call.model_version or "", deployment_id=call.deployment or "",
+            mode=config.mode if config is not None and config.mode in MODES else "dedicated",
+            latency_class=ctx.latency_class, cold_start_ms=call.cold_start_ms, compute_ms=call.compute_ms,
+            prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens, outcome=outcome,
+            cost=cost))
+    return on_call

@@ -1,0 +1,118 @@
+"""Who may call what, and how big a request may be: one pure ASGI middleware.
+
+Scopes by path (``ROUTE_SCOPES``): predictions need ``invoke``; the control API
+and the route table (it shows internal replica URLs) need ``admin``; probes,
+the OpenAPI docs and the MLflow webhook (authenticated by its own HMAC
+signature, since MLflow cannot send an API key) are open. The caller's
+principal (key id, tenant) is put in the request state for attribution.
+
+Bodies over ``max_body_bytes`` are refused with 413 before the app reads them:
+from ``Content-Length``, or for a chunked upload by reading it (bounded) first.
+"""
+
+from __future__ import annotations
+
+from compoundry.auth import KeyRing, bearer_token
+from compoundry.gateway.errors import GatewayError, error_response
+
+OPEN_PATHS = ("/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/control/webhooks/mlflow")
+ROUTE_SCOPES = (("/control/", "admin"), ("/v1/routes", "admin"), ("/metrics", "admin"), ("/v1/", "invoke"))
+
+
+def required_scope(path: str) -> str | None:
+    """The scope a path needs; None for open paths."""
+    if path in OPEN_PATHS or path.startswith("/docs/"):
+        return None
+    for prefix, scope in ROUTE_SCOPES:
+        if path.startswith(prefix):
+            return scope
+    return "invoke"
+
+
+class Unauthorized(GatewayError):
+    status, code = 401, "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="compoundry"'}
+
+
+class Forbidden(GatewayError):
+    status, code = 403, "forbidden"
+
+
+class PayloadTooLarge(GatewayError):
+    status, code = 413, "payload_too_large"
+
+
+class Security:
+    def __init__(self, app, keys: KeyRing, auth_required: bool, max_body_bytes: int):
+        self.app = app
+        self.keys = keys
+        self.auth_required = auth_required
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request_id = scope.get("state", {}).get("request_id")
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            return await error_response(refusal, request_id)(scope, receive, send)
+        if _has_header(scope, b"content-length"):
+            return await self.app(scope, receive, send)  # checked against the limit in _refusal
+        body = await self._read_limited(receive)  # chunked: read (bounded) before the app sees it
+        if body is None:
+            return await error_response(self._too_large(), request_id)(scope, receive, send)
+        await self.app(scope, _replay(body, receive), send)
+
+    def _refusal(self, scope) -> GatewayError | None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body_bytes:
+            return self._too_large()
+        scope_needed = required_scope(scope.get("path", ""))
+        if scope_needed is None or not self.auth_required:
+            return None
+        principal = self.keys.authenticate(bearer_token(headers.get("authorization"), headers.get("x-api-key")))
+        if principal is None:
+            return Unauthorized("a valid API key is required: Authorization: Bearer <key> "
+                                "(create one with `compoundry keys create`)")
+        if scope_needed not in principal.scopes:
+            return Forbidden(f"this key lacks the {scope_needed!r} scope", {"key_id": principal.key_id})
+        scope.setdefault("state", {})["principal"] = principal
+        return None
+
+    async def _read_limited(self, receive) -> bytes | None:
+        """The whole body, or None as soon as it passes the limit."""
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request body larger than {self.max_body_bytes} bytes",
+                               {"max_body_bytes": self.max_body_bytes})
+
+
+def _has_header(scope, name: bytes) -> bool:
+    return any(key.lower() == name for key, _ in scope.get("headers", []))
+
+
+def _replay(body: bytes, receive):
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: wait for the disconnect, as the server would
+    return replay

@@ -1,0 +1,49 @@
+"""API keys and path scopes: pure logic."""
+
+import pytest
+
+from compoundry.auth import KeyRecord, KeyRing, bearer_token, digest, new_key, parse
+from compoundry.gateway.security import required_scope
+
+
+def ring_with(key_id: str, secret_sha256: str, scopes=("invoke",)) -> KeyRing:
+    return KeyRing({key_id: KeyRecord(key_id, "acme", frozenset(scopes), secret_sha256)})
+
+
+def test_a_new_key_authenticates_and_names_its_tenant():
+    key_id, key, stored = new_key()
+    principal = ring_with(key_id, stored).authenticate(key)
+    assert principal is not None and principal.key_id == key_id and principal.tenant == "acme"
+    assert stored == digest(key.split("_", 2)[2]) and key_id not in stored
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda k: None, lambda k: "", lambda k: k + "x", lambda k: k[:-1], lambda k: k.replace("ck_", "sk_"),
+    lambda k: "ck_" + "0" * 12 + "_" + k.split("_", 2)[2], lambda k: "Bearer " + k,
+])
+def test_anything_but_the_exact_key_is_refused(mangle):
+    key_id, key, stored = new_key()
+    assert ring_with(key_id, stored).authenticate(mangle(key)) is None
+
+
+def test_two_keys_never_collide():
+    assert len({new_key()[0] for _ in range(200)}) == 200
+
+
+def test_parse_and_bearer_token():
+    assert parse("ck_abc_s3cr_et") == ("abc", "s3cr_et")  # the secret may contain underscores
+    assert parse("ck__x") is None and parse("nonsense") is None
+    assert bearer_token("Bearer ck_a_b", None) == "ck_a_b"
+    assert bearer_token("bearer  ck_a_b ", None) == "ck_a_b"
+    assert bearer_token(None, "ck_a_b") == "ck_a_b"
+    assert bearer_token("Basic Zm9v", None) is None
+
+
+@pytest.mark.parametrize(("path", "scope"), [
+    ("/healthz", None), ("/readyz", None), ("/openapi.json", None), ("/docs", None),
+    ("/control/webhooks/mlflow", None), ("/control/deployments", "admin"), ("/v1/routes", "admin"),
+    ("/metrics", "admin"), ("/v1/components/x", "invoke"), ("/v1/chat/completions", "invoke"),
+    ("/v1/models", "invoke"), ("/anything-else", "invoke"),
+])
+def test_paths_need_their_scope(path, scope):
+    assert required_scope(path) == scope
