@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from compoundry.auth import KeyRing
@@ -31,6 +32,7 @@ from compoundry.gateway.errors import (
 from compoundry.gateway.executor import ComponentReply, PipelineResult, run_pipeline
 from compoundry.gateway.openai_api import router as openai_router
 from compoundry.gateway.metering_hook import metering_callback
+from compoundry.gateway.metrics import GatewayMetrics
 from compoundry.gateway.routes import Refresher, RouteTable
 from compoundry.metering import MeteringSink
 from compoundry.gateway.security import Security
@@ -141,13 +143,16 @@ def create_app(settings, config, store) -> FastAPI:
                             clock=time.perf_counter)
 
     keys = KeyRing()
+    metrics = GatewayMetrics(lambda: app.state.config.components)
     key_refresher = Refresher("api keys", ApiKeys(store).active, keys.replace, settings.config.route_refresh_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.backend = dispatcher.backend = ReplicaClient()
         app.state.metering = sink = MeteringSink(store.engine)
-        dispatcher.on_call = metering_callback(sink, lambda: app.state.config.components)
+        meter = metering_callback(sink, lambda: app.state.config.components)
+        dispatcher.on_call = lambda call: (meter(call), metrics.on_call(call))
+        metrics.watch_state(dispatcher, sink)
         await routes.start()
         await key_refresher.start()
         try:
@@ -162,7 +167,7 @@ def create_app(settings, config, store) -> FastAPI:
     app = FastAPI(title="compoundry Prediction Service", version="0.1.0", lifespan=lifespan,
                   description="Call one component, or run a pipeline DAG with per-step timings and its critical path.")
     app.state.settings, app.state.config, app.state.store, app.state.routes = settings, config, store, routes
-    app.state.dispatcher = dispatcher
+    app.state.dispatcher, app.state.metrics = dispatcher, metrics
     install_error_handlers(app)
     gateway_settings = settings.config.gateway
     app.add_middleware(Security, keys=keys, auth_required=gateway_settings.auth_required,
@@ -193,6 +198,11 @@ def _add_probe_routes(app: FastAPI) -> None:
             response.status_code = 503
             return {"error": {"code": "not_ready", "message": "routes not loaded yet", "last_error": table.last_error}}
         return {"status": "ready", "components": len(table.routes), "last_refresh_error": table.last_error}
+
+    @app.get("/metrics", tags=["probes"], summary="Prometheus metrics (admin scope)")
+    async def prometheus_metrics(request: Request):
+        registry = request.app.state.metrics.registry
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/routes", tags=["routes"], summary="Component -> deployment, model version, replica urls")
     async def list_routes(request: Request):
@@ -226,6 +236,7 @@ def _add_prediction_routes(app: FastAPI) -> None:
         ctx = context_from_request(request, pipeline.latency_class, pipeline=name,
                             deadline=state.dispatcher.clock() + pipeline.sla_ms / 1000)
         result = await run_pipeline(pipeline, body.inputs, _component_caller(state, ctx), timeouts=timeouts)
+        state.metrics.on_pipeline(name, "ok" if result.ok else "failed", result.total_ms)
         request_id = request.state.request_id
         if not result.ok:
             raise _pipeline_error(name, request_id, result)

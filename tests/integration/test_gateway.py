@@ -431,3 +431,19 @@ def test_every_component_call_is_metered_with_tenant_pipeline_and_outcome(gatewa
         ("meter-3", "acme", "billing-bot", "chat", "ok"),
     ]
     assert found[2].completion_tokens == 1 and all(r.compute_ms > 0 for r in found)
+
+
+def test_prometheus_metrics_show_calls_breakers_and_replicas(gateway, db):
+    assert gateway.post("/v1/components/echo", json={"inputs": {}}).status_code == 200
+    assert gateway.post("/v1/pipelines/fanout", json={"inputs": {"q": "m"}}).status_code == 200
+    response = gateway.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'compoundry_component_calls_total{component="echo"' in text and 'outcome="ok"' in text
+    assert 'compoundry_component_call_seconds_bucket{component="echo"' in text
+    assert 'compoundry_pipeline_requests_total{pipeline="fanout",status="ok"}' in text
+    assert 'compoundry_ready_replicas{component="slow",deployment="slow-v1"} 1.0' in text
+    assert 'compoundry_breaker_state{deployment="brittle-v1",state="closed"} 1.0' in text
+    assert 'compoundry_metering_records{kind="written"}' in text
+    app_only = {"Authorization": f"Bearer {db[0].test_keys['invoke']}"}
+    assert gateway.get("/metrics", headers=app_only).status_code == 403  # admin scope

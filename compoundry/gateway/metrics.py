@@ -1,0 +1,87 @@
+"""Prometheus ``/metrics`` for the Prediction Service.
+
+Counters and latency histograms are updated once per component call (from the
+dispatcher's call record); everything that is state (in-flight requests,
+breaker state, ready replicas, metering backlog) is read at scrape time by a
+collector, so the request path pays nothing for it. Each app has its own
+registry, so several gateways in one test process do not collide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+from compoundry.gateway.dispatch import CallRecord
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+BREAKER_STATES = ("closed", "half_open", "open")
+
+
+class GatewayMetrics:
+    def __init__(self, components: Callable[[], dict]):
+        self.registry = CollectorRegistry()
+        self.components = components
+        self.calls = Counter("compoundry_component_calls", "Component calls by outcome",
+                             ["component", "variant", "mode", "outcome"], registry=self.registry)
+        self.latency = Histogram("compoundry_component_call_seconds", "Component call latency, cold-start hold "
+                                 "included", ["component", "variant", "mode"], buckets=LATENCY_BUCKETS,
+                                 registry=self.registry)
+        self.cold_start = Histogram("compoundry_cold_start_hold_seconds", "Time requests were held for a cold "
+                                    "start", ["component"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.pipelines = Counter("compoundry_pipeline_requests", "Pipeline requests by status",
+                                 ["pipeline", "status"], registry=self.registry)
+        self.pipeline_latency = Histogram("compoundry_pipeline_seconds", "Pipeline latency", ["pipeline"],
+                                          buckets=LATENCY_BUCKETS, registry=self.registry)
+
+    def on_call(self, call: CallRecord) -> None:
+        config = self.components().get(call.component)
+        mode = config.mode if config is not None else ""
+        variant = call.model_version or ""
+        self.calls.labels(call.component, variant, mode, call.outcome).inc()
+        self.latency.labels(call.component, variant, mode).observe((call.cold_start_ms + call.compute_ms) / 1000)
+        if call.cold_start_ms:
+            self.cold_start.labels(call.component).observe(call.cold_start_ms / 1000)
+
+    def on_pipeline(self, pipeline: str, status: str, total_ms: float) -> None:
+        self.pipelines.labels(pipeline, status).inc()
+        self.pipeline_latency.labels(pipeline).observe(total_ms / 1000)
+
+    def watch_state(self, dispatcher, sink=None) -> None:
+        """Register the scrape-time collector over the dispatcher's live state (and the metering sink)."""
+        self.registry.register(_StateCollector(dispatcher, sink))
+
+
+class _StateCollector:
+    def __init__(self, dispatcher, sink):
+        self.dispatcher = dispatcher
+        self.sink = sink
+
+    def collect(self):
+        routes = self.dispatcher.routes.routes
+        replicas = GaugeMetricFamily("compoundry_ready_replicas", "Ready replicas of the routed deployment",
+                                     labels=["component", "deployment"])
+        in_flight = GaugeMetricFamily("compoundry_in_flight_requests", "Requests in flight per deployment",
+                                      labels=["component", "deployment"])
+        for name, route in sorted(routes.items()):
+            replicas.add_metric([name, route.deployment_id], len(route.replicas))
+            balancer = self.dispatcher._balancers.get(route.deployment_id)
+            busy = sum(balancer.outstanding(r.url) for r in route.replicas) if balancer else 0
+            in_flight.add_metric([name, route.deployment_id], busy)
+        yield replicas
+        yield in_flight
+        breaker = GaugeMetricFamily("compoundry_breaker_state", "1 for the breaker's current state",
+                                    labels=["deployment", "state"])
+        for deployment, snapshot in self.dispatcher.breakers.snapshots().items():
+            for state in BREAKER_STATES:
+                breaker.add_metric([deployment, state], 1.0 if snapshot.state == state else 0.0)
+        yield breaker
+        if self.sink is not None:
+            stats = self.sink.stats()
+            backlog = GaugeMetricFamily("compoundry_metering_records", "Metering sink counters",
+                                        labels=["kind"])
+            for kind in ("written", "dropped", "pending"):
+                backlog.add_metric([kind], float(getattr(stats, kind)))
+            yield backlog
