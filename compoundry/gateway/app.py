@@ -31,7 +31,9 @@ from compoundry.gateway.errors import (
 )
 from compoundry.gateway.executor import ComponentReply, PipelineResult, run_pipeline
 from compoundry.gateway.openai_api import router as openai_router
+from compoundry.config.loader import load_config
 from compoundry.gateway.metering_hook import metering_callback
+from compoundry.gateway.reload import ConfigReloader
 from compoundry.gateway.metrics import GatewayMetrics
 from compoundry.gateway.routes import Refresher, RouteTable
 from compoundry.metering import MeteringSink
@@ -144,6 +146,7 @@ def create_app(settings, config, store) -> FastAPI:
 
     keys = KeyRing()
     metrics = GatewayMetrics(lambda: app.state.config.components)
+    reloader = ConfigReloader(settings.config_dir, load_config, lambda new: setattr(app.state, "config", new))
     key_refresher = Refresher("api keys", ApiKeys(store).active, keys.replace, settings.config.route_refresh_s)
 
     @asynccontextmanager
@@ -155,9 +158,11 @@ def create_app(settings, config, store) -> FastAPI:
         metrics.watch_state(dispatcher, sink)
         await routes.start()
         await key_refresher.start()
+        await reloader.start()
         try:
             yield
         finally:
+            await reloader.stop()
             await key_refresher.stop()
             await routes.stop()
             await app.state.backend.aclose()
@@ -167,7 +172,7 @@ def create_app(settings, config, store) -> FastAPI:
     app = FastAPI(title="compoundry Prediction Service", version="0.1.0", lifespan=lifespan,
                   description="Call one component, or run a pipeline DAG with per-step timings and its critical path.")
     app.state.settings, app.state.config, app.state.store, app.state.routes = settings, config, store, routes
-    app.state.dispatcher, app.state.metrics = dispatcher, metrics
+    app.state.dispatcher, app.state.metrics, app.state.reloader = dispatcher, metrics, reloader
     install_error_handlers(app)
     gateway_settings = settings.config.gateway
     app.add_middleware(Security, keys=keys, auth_required=gateway_settings.auth_required,

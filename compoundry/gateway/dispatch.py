@@ -37,6 +37,7 @@ from compoundry.gateway.errors import (
     ComponentUnavailable,
     GatewayError,
     InvalidRequest,
+    NotFound,
 )
 from compoundry.gateway.executor import ComponentReply
 from compoundry.gateway.retry import should_retry
@@ -120,7 +121,7 @@ class Dispatcher:
         ``path`` ``/invoke`` wraps ``inputs`` in the Bento protocol; another path (the llm's
         ``/v1/chat/completions``) posts ``inputs`` as the body itself.
         """
-        config = self.components()[component]
+        config = self._config(component)
         started = self.clock()
         route, attempts, deployment = None, 0, None
         try:
@@ -133,6 +134,12 @@ class Dispatcher:
             raise
         self._record(ctx, component, route, "ok", attempts, started, held_ms, _usage(output))
         return ComponentReply(output, deployment, route.model_version)
+
+    def _config(self, component: str):
+        config = self.components().get(component)
+        if config is None:  # removed by a config reload while a pipeline still names it
+            raise NotFound(f"unknown component {component!r}", {"component": component})
+        return config
 
     # --- 1. cold-start holding ---------------------------------------------------
     async def _ready_route(self, component: str, config, ctx: CallContext) -> RouteView:
@@ -224,7 +231,7 @@ class Dispatcher:
                      ctx: CallContext) -> AsyncIterator[str]:
         """Stream a replica's answer line by line (server-sent events), under the same hold, breaker
         and balancer as :meth:`call`. Not retried: a stream may have delivered part of its answer."""
-        config = self.components()[component]
+        config = self._config(component)
         route = await self._ready_route(component, config, ctx)
         breaker, admission = self._admit(route, config)
         balancer = self._balancer(route.deployment_id)

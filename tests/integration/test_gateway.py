@@ -109,9 +109,13 @@ def db(tmp_path_factory, stubs):
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory, db):
+def config_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("gateway-config")
+
+
+@pytest.fixture(scope="module")
+def gateway(config_dir, db):
     _, state = db
-    config_dir = tmp_path_factory.mktemp("gateway-config")
     (config_dir / "platform.yaml").write_text(f"route_refresh_s: {REFRESH_S}\n")
     (config_dir / "components.yaml").write_text(COMPONENTS)
     (config_dir / "pipelines.yaml").write_text(PIPELINES)
@@ -447,3 +451,38 @@ def test_prometheus_metrics_show_calls_breakers_and_replicas(gateway, db):
     assert 'compoundry_metering_records{kind="written"}' in text
     app_only = {"Authorization": f"Bearer {db[0].test_keys['invoke']}"}
     assert gateway.get("/metrics", headers=app_only).status_code == 403  # admin scope
+
+
+def test_a_config_change_is_hot_reloaded_without_dropping_a_request(gateway, config_dir):
+    import threading
+
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def load():
+        with httpx.Client(base_url=gateway.base_url, headers=gateway.headers, timeout=10) as client:
+            while not stop.is_set():
+                statuses.append(client.post("/v1/components/echo", json={"inputs": {"delay_ms": 5}}).status_code)
+
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    components = config_dir / "components.yaml"
+    original = components.read_text()
+    try:
+        time.sleep(0.3)
+        components.write_text(original + "  added-live: {model: m-added, engine: pyfunc}\n")
+        wait_for(lambda: "added-live" in {m["id"] for m in gateway.get("/v1/models").json()["data"]},
+                 timeout_s=10, what="the reloaded config")
+        components.write_text(original + "  broken: {model: m, engine: no-such-engine}\n")  # invalid: kept out
+        time.sleep(1.5)
+        models = {m["id"] for m in gateway.get("/v1/models").json()["data"]}
+        assert "added-live" in models and "broken" not in models  # the last good config still serves
+    finally:
+        components.write_text(original)
+        stop.set()
+        for worker in workers:
+            worker.join()
+    assert len(statuses) > 20 and set(statuses) == {200}
+    wait_for(lambda: "added-live" not in {m["id"] for m in gateway.get("/v1/models").json()["data"]},
+             timeout_s=10, what="the restored config")
