@@ -99,6 +99,34 @@ class Prices(Strict):
     per_1k_tokens: NonNegativeFloat = Field(0.0, description="cost per 1000 tokens (llm engines)")
 
 
+class OpenAIEndpoint(Strict):
+    """Any OpenAI-compatible server (a vLLM server, NVIDIA NIM, a hosted API)."""
+
+    url: str = Field(description="base URL up to /v1, e.g. http://gpu-box:8000/v1", pattern=r"^https?://")
+    model: str = Field(min_length=1, description="the model name that endpoint serves")
+    api_key_env: str | None = Field(None, description="environment variable holding its API key (never the key)")
+
+
+class BedrockModel(Strict):
+    """An Amazon Bedrock model, called with boto3's Converse API (llm engines)."""
+
+    model_id: str = Field(min_length=1, description="e.g. anthropic.claude-3-haiku-20240307-v1:0")
+    region: str = Field("us-east-1", min_length=1)
+
+
+class Serverless(Strict):
+    """Where serverless traffic goes when it is not the component's own scale-to-zero replicas."""
+
+    openai: OpenAIEndpoint | None = None
+    bedrock: BedrockModel | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Serverless":
+        if (self.openai is None) == (self.bedrock is None):
+            raise ValueError("serverless needs exactly one of 'openai' or 'bedrock'")
+        return self
+
+
 class Component(Strict):
     """A logical model endpoint that pipelines call by name."""
 
@@ -113,6 +141,16 @@ class Component(Strict):
     breaker: Breaker = Breaker()
     prices: Prices = Prices()
     engine_options: dict[str, Any] = Field(default_factory=dict, description="passed to the Bento as JSON")
+    serverless: Serverless | None = Field(None, description="an external endpoint for serverless traffic: "
+                                                            "always in mode serverless, on spill-over in auto")
+
+    @model_validator(mode="after")
+    def _external_fits_the_engine(self) -> "Component":
+        if self.serverless is not None and self.serverless.bedrock is not None and self.engine != "llm":
+            raise ValueError("a bedrock serverless backend serves llm components only")
+        if self.serverless is not None and self.engine == "pyfunc":
+            raise ValueError("external serverless backends serve llm and sentence-transformers components")
+        return self
 
 
 class ComponentsFile(Strict):

@@ -32,11 +32,13 @@ class ReplicaClient:
         """POST the inputs to one replica's ``/invoke`` and return its JSON output."""
         return await self.post(url, "/invoke", {"inputs": inputs}, timeout, component)
 
-    async def post(self, url: str, path: str, body: Any, timeout: float, component: str | None = None) -> Any:
+    async def post(self, url: str, path: str, body: Any, timeout: float, component: str | None = None,
+                   headers: dict[str, str] | None = None) -> Any:
         """POST a JSON body to ``{replica}{path}`` and return the JSON answer (e.g. the llm's ``/v1/...``)."""
         where = {"component": component, "replica": url} if component else {"replica": url}
         try:
-            response = await self._client.post(f"{url.rstrip('/')}{path}", json=body, timeout=timeout)
+            response = await self._client.post(f"{url.rstrip('/')}{path}", json=body, timeout=timeout,
+                                               headers=headers)
         except httpx.HTTPError as exc:
             raise _transport_error(exc, component or url, timeout, where) from exc
         _raise_for_status(response, component or url, where)
@@ -46,12 +48,13 @@ class ReplicaClient:
             raise ComponentFailed(f"{component or url} answered non-JSON", where) from exc
 
     @asynccontextmanager
-    async def stream(self, url: str, path: str, body: Any, timeout: float,
-                     component: str | None = None) -> AsyncIterator[AsyncIterator[str]]:
+    async def stream(self, url: str, path: str, body: Any, timeout: float, component: str | None = None,
+                     headers: dict[str, str] | None = None) -> AsyncIterator[AsyncIterator[str]]:
         """POST and iterate the answer's lines (server-sent events); errors before the first line are typed."""
         where = {"component": component, "replica": url} if component else {"replica": url}
         try:
-            async with self._client.stream("POST", f"{url.rstrip('/')}{path}", json=body, timeout=timeout) as response:
+            async with self._client.stream("POST", f"{url.rstrip('/')}{path}", json=body, timeout=timeout,
+                                           headers=headers) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     _raise_for_status(response, component or url, where)

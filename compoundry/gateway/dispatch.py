@@ -40,6 +40,8 @@ from compoundry.gateway.errors import (
     NotFound,
 )
 from compoundry.gateway.executor import ComponentReply
+from compoundry.gateway.external import external_backend
+from compoundry.gateway.modes import EXTERNAL, DedicatedState, choose_backend
 from compoundry.gateway.retry import should_retry
 from compoundry.gateway.routes import RouteTable
 from compoundry.store import RouteView
@@ -113,6 +115,7 @@ class Dispatcher:
         self.on_call = on_call
         self.breakers = BreakerBoard(clock)
         self._balancers: dict[str, Balancer] = {}
+        self._externals: dict[tuple[str, str], object] = {}
 
     async def call(self, component: str, inputs: Any, timeout_s: float, ctx: CallContext,
                    path: str = "/invoke") -> ComponentReply:
@@ -123,17 +126,66 @@ class Dispatcher:
         """
         config = self._config(component)
         started = self.clock()
-        route, attempts, deployment = None, 0, None
+        route, attempts, held_ms = None, 0, 0.0
         try:
-            route = await self._ready_route(component, config, ctx)
-            held_ms = (self.clock() - started) * 1000
-            deployment = route.deployment_id
-            output, attempts = await self._call_route(route, config, inputs, timeout_s, ctx, path)
+            external = self._external_if_chosen(component, config)
+            if external is not None:
+                route = _external_route(component, config, external)
+                output, attempts = await self._call_external(external, route, config, inputs, timeout_s, ctx, path)
+            else:
+                route = await self._ready_route(component, config, ctx)
+                held_ms = (self.clock() - started) * 1000
+                output, attempts = await self._call_route(route, config, inputs, timeout_s, ctx, path)
         except GatewayError as exc:
             self._record(ctx, component, route, exc.code, attempts, started)
             raise
         self._record(ctx, component, route, "ok", attempts, started, held_ms, _usage(output))
-        return ComponentReply(output, deployment, route.model_version)
+        return ComponentReply(output, route.deployment_id, route.model_version)
+
+    # --- 0. mode: own replicas or the external serverless endpoint ------------------------
+    def _external_if_chosen(self, component: str, config):
+        """The external backend when the mode sends this call there, else None."""
+        external = self._external(component, config)
+        if external is None:
+            return None
+        route = self.routes.routes.get(component)
+        replicas = route.replicas if route is not None else ()
+        balancer = self._balancers.get(route.deployment_id) if route is not None else None
+        breaker_open = route is not None and self.breakers.get(route.deployment_id, config.breaker).state == "open"
+        state = DedicatedState(len(replicas), sum(balancer.outstanding(r.url) for r in replicas) if balancer else 0,
+                               config.scaling.target_concurrency, breaker_open)
+        return external if choose_backend(config.mode, True, state) == EXTERNAL else None
+
+    def _external(self, component: str, config):
+        """One adapter per component and ``serverless:`` block (rebuilt when a reload changes it)."""
+        if config.serverless is None:
+            return None
+        key = (component, config.serverless.model_dump_json())
+        backend = self._externals.get(key)
+        if backend is None:
+            backend = self._externals[key] = external_backend(config.serverless, self.backend)
+        return backend
+
+    async def _call_external(self, external, route: RouteView, config, inputs: Any, timeout_s: float,
+                             ctx: CallContext, path: str) -> tuple[Any, int]:
+        breaker, admission = self._admit(route, config)
+        timeout = self._timeout(timeout_s, ctx)
+        try:
+            if path == "/invoke":
+                output = await external.invoke(config.engine, inputs, timeout, route.component)
+            else:
+                output = await external.openai(path, inputs, timeout, route.component)
+        except (ComponentFailed, ComponentTimeout):
+            breaker.record_failure(admission)
+            raise
+        except (asyncio.CancelledError, ComponentUnavailable):
+            breaker.record_cancel(admission)
+            raise
+        except GatewayError:
+            breaker.record_success(admission)
+            raise
+        breaker.record_success(admission)
+        return output, 1
 
     def _config(self, component: str):
         config = self.components().get(component)
@@ -232,17 +284,33 @@ class Dispatcher:
         """Stream a replica's answer line by line (server-sent events), under the same hold, breaker
         and balancer as :meth:`call`. Not retried: a stream may have delivered part of its answer."""
         config = self._config(component)
-        route = await self._ready_route(component, config, ctx)
-        breaker, admission = self._admit(route, config)
-        balancer = self._balancer(route.deployment_id)
-        url = balancer.pick([r.url for r in route.replicas])
-        if url is None:
-            breaker.record_cancel(admission)
-            raise ComponentUnavailable(f"component {component!r}: every replica is at its concurrency limit",
-                                       {"component": component}, retry_after=self.routes.retry_after_s)
-        balancer.acquire(url)
+        timeout = self._timeout(timeout_s, ctx)
+        external = self._external_if_chosen(component, config)
+        release = None
+        if external is not None:
+            route = _external_route(component, config, external)
+            breaker, admission = self._admit(route, config)
+
+            def opener():
+                return external.stream(path, body, timeout, component)
+        else:
+            route = await self._ready_route(component, config, ctx)
+            breaker, admission = self._admit(route, config)
+            balancer = self._balancer(route.deployment_id)
+            url = balancer.pick([r.url for r in route.replicas])
+            if url is None:
+                breaker.record_cancel(admission)
+                raise ComponentUnavailable(f"component {component!r}: every replica is at its concurrency limit",
+                                           {"component": component}, retry_after=self.routes.retry_after_s)
+            balancer.acquire(url)
+
+            def opener():
+                return self.backend.stream(url, path, body, timeout, component)
+
+            def release():
+                balancer.release(url)
         try:
-            async with self.backend.stream(url, path, body, self._timeout(timeout_s, ctx), component) as lines:
+            async with opener() as lines:
                 async for line in lines:
                     yield line
         except (ComponentFailed, ComponentTimeout):
@@ -257,7 +325,8 @@ class Dispatcher:
         else:
             breaker.record_success(admission)
         finally:
-            balancer.release(url)
+            if release is not None:
+                release()
 
     def _may_retry(self, exc: GatewayError, attempt: int, ctx: CallContext, call_s: float) -> bool:
         remaining = float("inf") if ctx.deadline is None else ctx.deadline - self.clock()
@@ -287,6 +356,12 @@ class Dispatcher:
         self.on_call(CallRecord(ctx, component, route.deployment_id if route else None,
                                 route.model_version if route else None, outcome, attempts,
                                 round(held_ms, 3), round(max(0.0, total_ms - held_ms), 3), *usage))
+
+
+def _external_route(component: str, config, external) -> RouteView:
+    """An external endpoint as a route, so breakers, metering and replies treat it like a deployment."""
+    return RouteView(component=component, deployment_id=f"external:{component}", model_name=external.kind,
+                     model_version=external.model, engine=config.engine, replicas=())
 
 
 def _usage(output: Any) -> tuple[int, int]:

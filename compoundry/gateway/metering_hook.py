@@ -27,8 +27,14 @@ def metering_callback(sink: MeteringSink, components: Callable[[], dict]) -> Cal
             timestamp=datetime.now(timezone.utc), tenant=ctx.tenant or "anonymous",
             pipeline_id=ctx.pipeline or "", request_id=ctx.request_id, component=call.component,
             variant=call.model_version or "", deployment_id=call.deployment or "",
-            mode=config.mode if config is not None and config.mode in MODES else "dedicated",
+            mode=_mode(call, config),
             latency_class=ctx.latency_class, cold_start_ms=call.cold_start_ms, compute_ms=call.compute_ms,
             prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens, outcome=outcome,
             cost=cost))
     return on_call
+
+
+def _mode(call: CallRecord, config) -> str:
+    if (call.deployment or "").startswith("external:"):
+        return "external"
+    return config.mode if config is not None and config.mode in MODES else "dedicated"

@@ -35,6 +35,17 @@ components:
   brittle: {model: m-brittle, engine: pyfunc, breaker: {consecutive_failures: 2, cooldown_s: 1}}
   halfdead: {model: m-halfdead, engine: pyfunc}
   chat: {model: m-chat, engine: llm}
+  cloud-only:
+    model: m-cloud
+    engine: llm
+    mode: serverless
+    serverless: {openai: {url: "STUB_A/v1", model: stub-model, api_key_env: STUB_KEY}}
+  hybrid:
+    model: m-hybrid
+    engine: llm
+    mode: auto
+    scaling: {target_concurrency: 1}
+    serverless: {openai: {url: "STUB_A/v1", model: stub-model}}
 """
 
 PIPELINES = """
@@ -87,7 +98,7 @@ def db(tmp_path_factory, stubs):
     store = PlatformStore(url)
     store.create_schema()
     ready = DeploymentStatus.READY
-    for component in ("echo", "slow", "flaky", "starting", "late", "brittle", "halfdead", "chat"):
+    for component in ("echo", "slow", "flaky", "starting", "late", "brittle", "halfdead", "chat", "hybrid"):
         store.add_deployment(f"{component}-v1", component, f"m-{component}", "1", "pyfunc")
         store.set_route(component, f"{component}-v1")
     store.add_replica("echo-v1-a", "echo-v1", stubs["a"].url, None, ready)
@@ -101,6 +112,8 @@ def db(tmp_path_factory, stubs):
                        "doomed": keys.create("acme", ["invoke"], name="revoked in a test")}
     store.add_replica("late-v1-b", "late-v1", stubs["b"].url, None)  # becomes ready during a test
     store.add_replica("chat-v1-c", "chat-v1", stubs["c"].url, None, ready)
+    store.add_replica("hybrid-v1-c", "hybrid-v1", stubs["c"].url, None, ready)
+    store.stub_a_url = stubs["a"].url
     store.add_replica("brittle-v1-b", "brittle-v1", stubs["b"].url, None, ready)
     store.add_replica("halfdead-v1-a", "halfdead-v1", stubs["a"].url, None, ready)
     store.add_replica("halfdead-v1-x", "halfdead-v1", f"http://127.0.0.1:{free_port()}", None, ready)  # nobody there
@@ -117,10 +130,10 @@ def config_dir(tmp_path_factory):
 def gateway(config_dir, db):
     _, state = db
     (config_dir / "platform.yaml").write_text(f"route_refresh_s: {REFRESH_S}\n")
-    (config_dir / "components.yaml").write_text(COMPONENTS)
+    (config_dir / "components.yaml").write_text(COMPONENTS.replace("STUB_A", db[0].stub_a_url))
     (config_dir / "pipelines.yaml").write_text(PIPELINES)
     port = free_port()
-    env = {**os.environ, "COMPOUNDRY_CONFIG_DIR": str(config_dir), "COMPOUNDRY_STATE_DIR": str(state),
+    env = {**os.environ, "STUB_KEY": "sk-stub", "COMPOUNDRY_CONFIG_DIR": str(config_dir), "COMPOUNDRY_STATE_DIR": str(state),
            "COMPOUNDRY_GATEWAY_PORT": str(port), "COMPOUNDRY_DATABASE_URL": f"sqlite:///{state / 'platform.db'}"}
     log = open(state / "gateway.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "compoundry.gateway.server"], cwd=REPO, env=env,
@@ -279,7 +292,7 @@ def test_an_unexpected_exception_is_a_json_500_without_traceback(tmp_path, caplo
     from compoundry.gateway.app import create_app
     from compoundry.settings import PlatformSettings
 
-    (tmp_path / "components.yaml").write_text(COMPONENTS)
+    (tmp_path / "components.yaml").write_text(COMPONENTS.replace("STUB_A", "http://127.0.0.1:9"))
     (tmp_path / "platform.yaml").write_text("gateway: {auth_required: false}\n")
     settings = PlatformSettings.load(tmp_path)
     app = create_app(settings, load_config(tmp_path), PlatformStore(f"sqlite:///{tmp_path / 'p.db'}"))
@@ -486,3 +499,26 @@ def test_a_config_change_is_hot_reloaded_without_dropping_a_request(gateway, con
     assert len(statuses) > 20 and set(statuses) == {200}
     wait_for(lambda: "added-live" not in {m["id"] for m in gateway.get("/v1/models").json()["data"]},
              timeout_s=10, what="the restored config")
+
+
+def test_serverless_mode_calls_the_external_openai_endpoint(gateway):
+    messages = [{"role": "user", "content": "from the cloud"}]
+    body = gateway.post("/v1/components/cloud-only", json={"inputs": {"messages": messages}}).json()
+    assert body["deployment"] == "external:cloud-only" and body["model_version"] == "stub-model"
+    assert body["outputs"]["text"] == "from the cloud" and body["outputs"]["engine"] == "openai"
+    streamed = gateway.post("/v1/chat/completions", json={"model": "cloud-only", "messages": messages, "stream": True})
+    assert streamed.status_code == 200 and '"model": "cloud-only"' in streamed.text and "[DONE]" in streamed.text
+
+
+def test_auto_mode_spills_over_to_the_external_endpoint_when_dedicated_is_saturated(gateway):
+    from concurrent.futures import ThreadPoolExecutor
+
+    single = gateway.post("/v1/components/hybrid", json={"inputs": {"messages": [{"role": "user", "content": "x"}]}})
+    assert single.json()["deployment"] == "hybrid-v1"  # idle dedicated replica first
+
+    def call(_):
+        inputs = {"messages": [{"role": "user", "content": "busy"}], "delay_ms": 400}
+        return gateway.post("/v1/components/hybrid", json={"inputs": inputs}).json()["deployment"]
+    with ThreadPoolExecutor(6) as pool:
+        served_by = list(pool.map(call, range(6)))
+    assert "hybrid-v1" in served_by and "external:hybrid" in served_by, served_by
