@@ -60,6 +60,8 @@ class GatewaySettings(_Strict):
     replica_concurrency: int | None = Field(None, ge=1, description="in-flight requests per replica; "
                                                                     "null: unlimited")
     auth_required: bool = Field(True, description="API keys on every prediction and control route")
+    blocked_terms: dict[str, list[str]] = Field(default_factory=dict, description="category -> terms, for the "
+                                                "block_terms trust hook")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
 
 

@@ -127,6 +127,23 @@ class Serverless(Strict):
         return self
 
 
+class Trust(Strict):
+    """Trust-layer hooks: ``pre`` on what comes in (before any model, log or metering sees it), ``post`` on answers."""
+
+    pre: list[str] = Field(default_factory=lambda: ["mask_pii"], description="e.g. [mask_pii, block_terms]")
+    post: list[str] = Field(default_factory=list)
+
+    @field_validator("pre", "post")
+    @classmethod
+    def _known_hooks(cls, names: list[str]) -> list[str]:
+        from compoundry.trust import BUILTIN_HOOKS
+
+        unknown = [n for n in names if n not in BUILTIN_HOOKS]
+        if unknown:
+            raise ValueError(f"unknown trust hook(s) {', '.join(unknown)}; known: {', '.join(sorted(BUILTIN_HOOKS))}")
+        return names
+
+
 class Component(Strict):
     """A logical model endpoint that pipelines call by name."""
 
@@ -143,6 +160,7 @@ class Component(Strict):
     engine_options: dict[str, Any] = Field(default_factory=dict, description="passed to the Bento as JSON")
     serverless: Serverless | None = Field(None, description="an external endpoint for serverless traffic: "
                                                             "always in mode serverless, on spill-over in auto")
+    trust: Trust = Field(default_factory=Trust, description="hooks for direct calls (/v1/components, OpenAI routes)")
 
     @model_validator(mode="after")
     def _external_fits_the_engine(self) -> "Component":
@@ -195,6 +213,7 @@ class Pipeline(Strict):
     description: str = ""
     latency_class: LatencyClass = "interactive"
     sla_ms: PositiveInt = Field(10_000, description="end-to-end latency objective")
+    trust: Trust = Field(default_factory=Trust, description="hooks on the pipeline's request and output")
     prewarm: bool = Field(True, description="warm every component of the pipeline when its first step is hit")
     steps: dict[StepName, Step]
     output: Any = Field(None, description="JSON value with ${...} templates; the pipeline's response")

@@ -36,6 +36,7 @@ from compoundry.gateway.metering_hook import metering_callback
 from compoundry.gateway.reload import ConfigReloader
 from compoundry.gateway.metrics import GatewayMetrics
 from compoundry.gateway.routes import Refresher, RouteTable
+from compoundry.gateway.trust_layer import TrustLayer
 from compoundry.metering import MeteringSink
 from compoundry.gateway.security import Security
 from compoundry.store.keys import ApiKeys
@@ -173,6 +174,7 @@ def create_app(settings, config, store) -> FastAPI:
                   description="Call one component, or run a pipeline DAG with per-step timings and its critical path.")
     app.state.settings, app.state.config, app.state.store, app.state.routes = settings, config, store, routes
     app.state.dispatcher, app.state.metrics, app.state.reloader = dispatcher, metrics, reloader
+    app.state.trust = TrustLayer(settings.config.gateway.blocked_terms)
     install_error_handlers(app)
     gateway_settings = settings.config.gateway
     app.add_middleware(Security, keys=keys, auth_required=gateway_settings.auth_required,
@@ -226,9 +228,11 @@ def _add_prediction_routes(app: FastAPI) -> None:
             raise NotFound(f"unknown component {name!r}", {"known": sorted(state.config.components)})
         started = time.perf_counter()
         ctx = context_from_request(request, component.latency_class)
-        reply = await state.dispatcher.call(name, body.inputs, component.timeouts.request_s, ctx)
+        inputs = state.trust.before(component.trust, body.inputs)
+        reply = await state.dispatcher.call(name, inputs, component.timeouts.request_s, ctx)
         return {"component": name, "deployment": reply.deployment, "model_version": reply.model_version,
-                "outputs": reply.output, "timing_ms": round((time.perf_counter() - started) * 1000, 3)}
+                "outputs": state.trust.after(component.trust, reply.output),
+                "timing_ms": round((time.perf_counter() - started) * 1000, 3)}
 
     @app.post("/v1/pipelines/{name}", tags=["predictions"], response_model=PipelineResponse, responses=ERRORS,
               summary="Run a pipeline DAG: parallel steps, fallbacks, per-step timings, critical path")
@@ -240,12 +244,13 @@ def _add_prediction_routes(app: FastAPI) -> None:
         timeouts = {n: c.timeouts.request_s for n, c in state.config.components.items()}
         ctx = context_from_request(request, pipeline.latency_class, pipeline=name,
                             deadline=state.dispatcher.clock() + pipeline.sla_ms / 1000)
-        result = await run_pipeline(pipeline, body.inputs, _component_caller(state, ctx), timeouts=timeouts)
+        inputs = state.trust.before(pipeline.trust, body.inputs)
+        result = await run_pipeline(pipeline, inputs, _component_caller(state, ctx), timeouts=timeouts)
         state.metrics.on_pipeline(name, "ok" if result.ok else "failed", result.total_ms)
         request_id = request.state.request_id
         if not result.ok:
             raise _pipeline_error(name, request_id, result)
-        return {"pipeline": name, "request_id": request_id, "output": result.output,
+        return {"pipeline": name, "request_id": request_id, "output": state.trust.after(pipeline.trust, result.output),
                 "steps": result.steps_dict(), "critical_path": result.critical_path,
                 "critical_path_ms": result.critical_path_ms, "total_ms": result.total_ms,
                 "overhead_ms": result.overhead_ms}

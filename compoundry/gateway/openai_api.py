@@ -69,7 +69,7 @@ async def completions(body: CompletionRequest, request: Request):
 @router.post("/v1/embeddings", summary="OpenAI embeddings, routed by component name")
 async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]:
     component = _component(request, body.model, EMBEDDING_ENGINES, "/v1/embeddings")
-    texts = [body.input] if isinstance(body.input, str) else body.input
+    texts = request.app.state.trust.before(component.trust, [body.input] if isinstance(body.input, str) else body.input)
     reply = await request.app.state.dispatcher.call(body.model, {"texts": texts}, component.timeouts.request_s,
                                                     _context(request, component))
     vectors = reply.output["embeddings"]
@@ -81,11 +81,12 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]
 async def _completion(request: Request, body: dict[str, Any], path: str):
     name = body["model"]
     component = _component(request, name, LLM_ENGINES, path)
-    dispatcher = request.app.state.dispatcher
+    dispatcher, trust = request.app.state.dispatcher, request.app.state.trust
     ctx = _context(request, component)
+    body = trust.before(component.trust, body)
     if not body.get("stream"):
         reply = await dispatcher.call(name, body, component.timeouts.request_s, ctx, path=path)
-        return {**reply.output, "model": name}
+        return {**trust.after(component.trust, reply.output), "model": name}
     lines = dispatcher.stream(name, path, body, component.timeouts.request_s, ctx)
     first = await anext(lines)  # errors before the first byte are still a JSON error response
     return StreamingResponse(_relabel(first, lines, name), media_type="text/event-stream")

@@ -34,7 +34,7 @@ components:
   late: {model: m-late, engine: pyfunc, timeouts: {cold_start_s: 5}}
   brittle: {model: m-brittle, engine: pyfunc, breaker: {consecutive_failures: 2, cooldown_s: 1}}
   halfdead: {model: m-halfdead, engine: pyfunc}
-  chat: {model: m-chat, engine: llm}
+  chat: {model: m-chat, engine: llm, trust: {pre: [mask_pii, block_terms], post: [mask_pii]}}
   cloud-only:
     model: m-cloud
     engine: llm
@@ -129,7 +129,8 @@ def config_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def gateway(config_dir, db):
     _, state = db
-    (config_dir / "platform.yaml").write_text(f"route_refresh_s: {REFRESH_S}\n")
+    (config_dir / "platform.yaml").write_text(f"route_refresh_s: {REFRESH_S}\n"
+                                              "gateway: {blocked_terms: {confidential: [project nightingale]}}\n")
     (config_dir / "components.yaml").write_text(COMPONENTS.replace("STUB_A", db[0].stub_a_url))
     (config_dir / "pipelines.yaml").write_text(PIPELINES)
     port = free_port()
@@ -522,3 +523,20 @@ def test_auto_mode_spills_over_to_the_external_endpoint_when_dedicated_is_satura
     with ThreadPoolExecutor(6) as pool:
         served_by = list(pool.map(call, range(6)))
     assert "hybrid-v1" in served_by and "external:hybrid" in served_by, served_by
+
+
+def test_the_trust_layer_masks_pii_before_the_model_sees_it_and_blocks_terms(gateway):
+    text = "Refund card 4111 1111 1111 1111 and mail jane.doe@example.com about order 1042"
+    echoed = gateway.post("/v1/components/echo", json={"inputs": {"text": text}}).json()["outputs"]["echo"]["text"]
+    assert echoed == "Refund card [CARD] and mail [EMAIL] about order 1042"  # what the replica received
+    reply = gateway.post("/v1/chat/completions", json={"model": "chat", "messages": [
+        {"role": "user", "content": "call me on +44 20 7946 0958"}]}).json()
+    assert reply["choices"][0]["message"]["content"] == "call me on [PHONE]"
+    blocked = gateway.post("/v1/chat/completions", json={"model": "chat", "messages": [
+        {"role": "user", "content": "Tell me about PROJECT   Nightingale"}]})
+    assert blocked.status_code == 400
+    error = blocked.json()["error"]
+    assert error["code"] == "blocked_content" and error["category"] == "confidential"
+    assert "nightingale" not in error["message"].lower() and error["path"] == "messages[0].content"
+    piped = gateway.post("/v1/pipelines/fanout", json={"inputs": {"q": "reach me at a@b.co"}}).json()
+    assert piped["output"]["answer"] == "reach me at [EMAIL]"
