@@ -62,7 +62,10 @@ def test_shipped_configs_validate():
     llm = config.components["dialogue-llm"]
     assert (llm.mode, llm.scaling.min_replicas, llm.engine_options) == ("dedicated", 1, {"max_new_tokens": 48})
     assert config.schedules["registry-poll"].cron == "*/2 * * * *"
-    assert config.platform == PlatformConfig()  # platform.yaml spells out the defaults
+    # platform.yaml spells out the defaults, plus an example blocked-terms category
+    assert config.platform.gateway.blocked_terms == {"confidential": ["project nightingale"]}
+    gateway_defaults = config.platform.gateway.model_copy(update={"blocked_terms": {}})
+    assert config.platform.model_copy(update={"gateway": gateway_defaults}) == PlatformConfig()
     assert set(config.sources) == set(FILES)
     # plain Python values, not ruamel's commented containers (the executor serialises them)
     assert type(agent.steps["answer"].inputs["messages"]) is list
