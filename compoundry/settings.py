@@ -59,6 +59,7 @@ class GatewaySettings(_Strict):
                                                           "on another replica")
     replica_concurrency: int | None = Field(None, ge=1, description="in-flight requests per replica; "
                                                                     "null: unlimited")
+    queue_capacity: int = Field(256, ge=1, description="requests that may wait per component lane")
     auth_required: bool = Field(True, description="API keys on every prediction and control route")
     blocked_terms: dict[str, list[str]] = Field(default_factory=dict, description="category -> terms, for the "
                                                 "block_terms trust hook")

@@ -93,7 +93,7 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-ERRORS = {status: {"model": ErrorResponse} for status in (400, 404, 422, 502, 503, 504)}
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 413, 422, 429, 502, 503, 504)}
 
 
 # --- middleware ---------------------------------------------------------------------

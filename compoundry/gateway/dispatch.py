@@ -38,9 +38,11 @@ from compoundry.gateway.errors import (
     GatewayError,
     InvalidRequest,
     NotFound,
+    Overloaded,
 )
 from compoundry.gateway.executor import ComponentReply
 from compoundry.gateway.external import external_backend
+from compoundry.gateway.lanes import Lane, Shed
 from compoundry.gateway.modes import EXTERNAL, DedicatedState, choose_backend
 from compoundry.gateway.retry import should_retry
 from compoundry.gateway.routes import RouteTable
@@ -116,6 +118,7 @@ class Dispatcher:
         self.breakers = BreakerBoard(clock)
         self._balancers: dict[str, Balancer] = {}
         self._externals: dict[tuple[str, str], object] = {}
+        self._lanes: dict[str, Lane] = {}
 
     async def call(self, component: str, inputs: Any, timeout_s: float, ctx: CallContext,
                    path: str = "/invoke") -> ComponentReply:
@@ -238,8 +241,15 @@ class Dispatcher:
     async def _call_route(self, route: RouteView, config, inputs: Any, timeout_s: float,
                           ctx: CallContext, path: str) -> tuple[Any, int]:
         breaker, admission = self._admit(route, config)
+        deadline = ctx.deadline if ctx.deadline is not None else self.clock() + timeout_s
         try:
-            output, attempts = await self._attempts(route, inputs, timeout_s, ctx, path)
+            async with self._lane(route, config).slot(ctx.latency_class, deadline):
+                output, attempts = await self._attempts(route, inputs, timeout_s, ctx, path)
+        except Shed as shed:
+            breaker.record_cancel(admission)
+            raise Overloaded(f"component {route.component!r} is overloaded ({shed.reason}); retry later",
+                             {"component": route.component, "reason": shed.reason},
+                             retry_after=shed.retry_after_s) from None
         except (ComponentFailed, ComponentTimeout):
             breaker.record_failure(admission)
             raise
@@ -340,6 +350,17 @@ class Dispatcher:
         if remaining <= 0:
             raise ComponentTimeout("the request's deadline passed before the call")
         return min(timeout_s, remaining)
+
+    def _lane(self, route: RouteView, config) -> Lane:
+        """The component's own priority lane, sized to its ready replicas x target concurrency."""
+        concurrency = max(1, len(route.replicas)) * config.scaling.target_concurrency
+        lane = self._lanes.get(route.component)
+        if lane is None:
+            lane = self._lanes[route.component] = Lane(concurrency=concurrency, capacity=self.settings.queue_capacity,
+                                                       clock=self.clock)
+        elif lane.queue.concurrency != concurrency:
+            lane.resize(concurrency)
+        return lane
 
     def _balancer(self, deployment_id: str) -> Balancer:
         balancer = self._balancers.get(deployment_id)

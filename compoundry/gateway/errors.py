@@ -10,6 +10,7 @@ validation and routing errors) into that shape.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -64,6 +65,15 @@ class ComponentUnavailable(GatewayError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+class Overloaded(ComponentUnavailable):
+    """Shed by a priority lane: the queue is full or the deadline cannot be met; retry after ``retry_after``."""
+
+    status, code = 429, "overloaded"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
 class InvalidInput(GatewayError):

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 from compoundry.gateway.dispatch import CallRecord
-from compoundry.metering import MeteringRecord, MeteringSink, error_outcome, price_call
+from compoundry.metering import OK, SHED, MeteringRecord, MeteringSink, error_outcome, price_call
 
 MODES = {"dedicated", "serverless", "auto"}
 
@@ -18,7 +18,7 @@ MODES = {"dedicated", "serverless", "auto"}
 def metering_callback(sink: MeteringSink, components: Callable[[], dict]) -> Callable[[CallRecord], None]:
     def on_call(call: CallRecord) -> None:
         config = components().get(call.component)
-        outcome = "ok" if call.outcome == "ok" else error_outcome(call.outcome)
+        outcome = {"ok": OK, "overloaded": SHED}.get(call.outcome) or error_outcome(call.outcome)
         prices = config.prices if config is not None else None
         cost = price_call(prices, prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens,
                           outcome=outcome) if prices is not None else 0.0

@@ -34,6 +34,7 @@ components:
   late: {model: m-late, engine: pyfunc, timeouts: {cold_start_s: 5}}
   brittle: {model: m-brittle, engine: pyfunc, breaker: {consecutive_failures: 2, cooldown_s: 1}}
   halfdead: {model: m-halfdead, engine: pyfunc}
+  narrow: {model: m-narrow, engine: pyfunc, scaling: {target_concurrency: 1}, timeouts: {request_s: 0.5}}
   chat: {model: m-chat, engine: llm, trust: {pre: [mask_pii, block_terms], post: [mask_pii]}}
   cloud-only:
     model: m-cloud
@@ -98,7 +99,7 @@ def db(tmp_path_factory, stubs):
     store = PlatformStore(url)
     store.create_schema()
     ready = DeploymentStatus.READY
-    for component in ("echo", "slow", "flaky", "starting", "late", "brittle", "halfdead", "chat", "hybrid"):
+    for component in ("echo", "slow", "flaky", "starting", "late", "brittle", "halfdead", "chat", "hybrid", "narrow"):
         store.add_deployment(f"{component}-v1", component, f"m-{component}", "1", "pyfunc")
         store.set_route(component, f"{component}-v1")
     store.add_replica("echo-v1-a", "echo-v1", stubs["a"].url, None, ready)
@@ -113,6 +114,7 @@ def db(tmp_path_factory, stubs):
     store.add_replica("late-v1-b", "late-v1", stubs["b"].url, None)  # becomes ready during a test
     store.add_replica("chat-v1-c", "chat-v1", stubs["c"].url, None, ready)
     store.add_replica("hybrid-v1-c", "hybrid-v1", stubs["c"].url, None, ready)
+    store.add_replica("narrow-v1-b", "narrow-v1", stubs["b"].url, None, ready)
     store.stub_a_url = stubs["a"].url
     store.add_replica("brittle-v1-b", "brittle-v1", stubs["b"].url, None, ready)
     store.add_replica("halfdead-v1-a", "halfdead-v1", stubs["a"].url, None, ready)
@@ -540,3 +542,19 @@ def test_the_trust_layer_masks_pii_before_the_model_sees_it_and_blocks_terms(gat
     assert "nightingale" not in error["message"].lower() and error["path"] == "messages[0].content"
     piped = gateway.post("/v1/pipelines/fanout", json={"inputs": {"q": "reach me at a@b.co"}}).json()
     assert piped["output"]["answer"] == "reach me at [EMAIL]"
+
+
+def test_a_request_that_cannot_meet_its_deadline_is_shed_early_with_429(gateway):
+    """`narrow`: one slot, 0.5 s deadline; once a call is known to take 0.3 s, a second one cannot wait."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    slow = {"inputs": {"delay_ms": 300}}
+    assert gateway.post("/v1/components/narrow", json=slow).status_code == 200  # learns the service time
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(lambda _: gateway.post("/v1/components/narrow", json=slow), range(4)))
+    codes = sorted(r.status_code for r in responses)
+    assert codes.count(200) >= 1 and codes.count(429) >= 2, codes
+    shed = next(r for r in responses if r.status_code == 429)
+    error = shed.json()["error"]
+    assert error["code"] == "overloaded" and error["retry_after"] > 0 and int(shed.headers["retry-after"]) >= 1
+    assert error["reason"] in ("deadline", "expired", "queue_full", "displaced")
