@@ -10,10 +10,11 @@ edit is logged with its file:line issues and the running config stays.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
+
+from compoundry.gateway.routes import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class ConfigReloader:
         self.config_dir = Path(config_dir)
         self._load, self._apply, self.every_s = load, apply, every_s
         self._seen = config_fingerprint(self.config_dir)
-        self._task: asyncio.Task | None = None
+        self._task: Periodic | None = None
         self.reloads = 0
         self.last_error: str | None = None
 
@@ -52,16 +53,9 @@ class ConfigReloader:
         return True
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="config-reloader")
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.every_s)
-            await self.check()
+        self._task = Periodic("config-reloader", self.check, self.every_s).start()
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task.stop()
             self._task = None

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from compoundry.store import RouteView
 
@@ -28,7 +28,7 @@ class RouteTable:
         self.refresh_s = refresh_s
         self.retry_after_s = retry_after_s
         self._routes: dict[str, RouteView] = {}
-        self._task: asyncio.Task | None = None
+        self._task: Periodic | None = None
         self.loaded = False
         self.last_ok: float | None = None  # time.time() of the last successful refresh
         self.last_error: str | None = None
@@ -55,21 +55,14 @@ class RouteTable:
         self.last_error = None
         return True
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.refresh_s)
-            await self.refresh()
-
     async def start(self) -> None:
         """First load (so the gateway is ready at once when the DB is up), then refresh forever."""
         await self.refresh()
-        self._task = asyncio.create_task(self._loop(), name="route-refresher")
+        self._task = Periodic("route-refresher", self.refresh, self.refresh_s).start()
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task.stop()
             self._task = None
 
     def describe(self) -> dict[str, dict]:
@@ -91,7 +84,7 @@ class Refresher:
 
     def __init__(self, what: str, load: Callable[[], object], apply: Callable[[object], None], every_s: float):
         self.what, self._load, self._apply, self.every_s = what, load, apply, every_s
-        self._task: asyncio.Task | None = None
+        self._task: Periodic | None = None
         self.last_error: str | None = None
 
     async def refresh(self) -> bool:
@@ -108,12 +101,29 @@ class Refresher:
 
     async def start(self) -> None:
         await self.refresh()
-        self._task = asyncio.create_task(self._loop(), name=f"{self.what}-refresher")
+        self._task = Periodic(f"{self.what}-refresher", self.refresh, self.every_s).start()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await self._task.stop()
+            self._task = None
+
+
+class Periodic:
+    """Run ``step()`` every ``every_s`` seconds on the event loop until stopped (the gateway's background work)."""
+
+    def __init__(self, name: str, step: Callable[[], Awaitable[object]], every_s: float):
+        self.name, self.step, self.every_s = name, step, every_s
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> "Periodic":
+        self._task = asyncio.create_task(self._loop(), name=self.name)
+        return self
 
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.every_s)
-            await self.refresh()
+            await self.step()
 
     async def stop(self) -> None:
         if self._task is not None:
