@@ -107,3 +107,10 @@ class StubReplica:
     def stop(self) -> None:
         self.server.should_exit = True
         self._thread.join(timeout=5)
+
+
+if __name__ == "__main__":  # a stub replica in its own process: `python -m tests.integration.stub_backend PORT NAME`
+    import sys
+
+    uvicorn.run(stub_app(sys.argv[2] if len(sys.argv) > 2 else "stub"), host="127.0.0.1", port=int(sys.argv[1]),
+                log_level="warning", access_log=False)
