@@ -154,4 +154,6 @@ def run_demo(settings: PlatformSettings, console: Console, timeout_s: float = 90
     console.print("\n[dim]The tiny CPU LLM's answers are not meaningful; see the README to register a real model.[/]")
     console.print(f"MLflow UI:   {settings.mlflow_url}\nPrefect UI:  {settings.prefect_ui_url}\n"
                   f"Prediction Service docs: {settings.gateway_url}/docs\n"
+                  f"Your admin API key is in {settings.admin_key_file} (send it as `Authorization: Bearer <key>`;\n"
+                  "  `compoundry keys create --tenant NAME` makes keys for applications).\n"
                   "The platform stays up; `make down` (or `compoundry down`) stops it.")
