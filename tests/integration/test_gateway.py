@@ -558,3 +558,43 @@ def test_a_request_that_cannot_meet_its_deadline_is_shed_early_with_429(gateway)
     error = shed.json()["error"]
     assert error["code"] == "overloaded" and error["retry_after"] > 0 and int(shed.headers["retry-after"]) >= 1
     assert error["reason"] in ("deadline", "expired", "queue_full", "displaced")
+
+
+# --- fuzzing the whole OpenAPI surface: no 500, no traceback, always the JSON error shape -------------
+KNOWN_NAMES = ["echo", "chat", "cloud-only", "hybrid", "fanout", "fragile", "ghost", "brittle", "no-such-thing"]
+
+
+def test_fuzzed_requests_never_crash_the_gateway(gateway):
+    """schemathesis generates requests for every operation of /openapi.json (30 per operation)."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    base_url = str(gateway.base_url).rstrip("/")
+    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 10
+    statuses: list[int] = []
+
+    for operation in operations:
+        @given(case=operation.as_strategy(), known=st.sampled_from(KNOWN_NAMES))
+        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def never_crashes(case, known):
+            if "name" in (case.path_parameters or {}):  # mostly real names, so requests get past the 404
+                case.path_parameters["name"] = known
+            if isinstance(case.body, dict) and "model" in case.body:
+                case.body["model"] = known
+            response = case.call(base_url=base_url, headers=dict(gateway.headers), timeout=15)
+            statuses.append(response.status_code)
+            where = f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
+            assert response.status_code != 500, where
+            assert "Traceback" not in response.text and 'File "' not in response.text, where
+            if response.status_code >= 400:
+                content_type = response.headers.get("content-type")
+                content_type = content_type[0] if isinstance(content_type, list) else content_type
+                assert content_type.startswith("application/json"), where
+                assert {"code", "message"} <= set(response.json()["error"]), where
+        never_crashes()
+    print(f"\nfuzzed {len(statuses)} requests over {len(operations)} operations: "
+          f"{ {code: statuses.count(code) for code in sorted(set(statuses))} }")
+    assert len(statuses) >= 5 * len(operations)
