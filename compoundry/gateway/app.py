@@ -245,7 +245,7 @@ def _add_prediction_routes(app: FastAPI) -> None:
         ctx = context_from_request(request, pipeline.latency_class, pipeline=name,
                             deadline=state.dispatcher.clock() + pipeline.sla_ms / 1000)
         inputs = state.trust.before(pipeline.trust, body.inputs)
-        result = await run_pipeline(pipeline, inputs, _component_caller(state, ctx), timeouts=timeouts)
+        result = await run_pipeline(pipeline, inputs, _component_caller(state, ctx), timeouts=timeouts, name=name)
         state.metrics.on_pipeline(name, "ok" if result.ok else "failed", result.total_ms)
         request_id = request.state.request_id
         if not result.ok:

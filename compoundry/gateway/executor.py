@@ -21,11 +21,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from opentelemetry import trace
+
 from compoundry.dag import critical_path, topological_levels
 from compoundry.gateway.errors import ComponentTimeout, GatewayError
 from compoundry.gateway.templating import render
 
 Call = Callable[[str, Any, float], Awaitable[Any]]
+_tracer = trace.get_tracer("compoundry.gateway")
 DEFAULT_TIMEOUT_S = 30.0
 
 OK, FALLBACK, FAILED, SKIPPED = "ok", "fallback", "failed", "skipped"
@@ -103,12 +106,21 @@ async def run_pipeline(
     clock: Callable[[], float] = time.perf_counter,
     *,
     timeouts: Mapping[str, float] | None = None,
+    name: str = "pipeline",
 ) -> PipelineResult:
     """Run ``pipeline`` (a config ``Pipeline``) for one request; never raises for a step failure.
 
     ``timeouts`` maps component -> request timeout in seconds (``DEFAULT_TIMEOUT_S`` otherwise).
+    An OpenTelemetry span covers the run, with one child span per step (no-ops without an SDK).
     """
-    return await _Run(pipeline, request_inputs, call, clock, timeouts or {}).execute()
+    with _tracer.start_as_current_span(f"pipeline {name}", attributes={"compoundry.pipeline": name}) as span:
+        result = await _Run(pipeline, request_inputs, call, clock, timeouts or {}).execute()
+        span.set_attributes({"compoundry.ok": result.ok, "compoundry.total_ms": result.total_ms,
+                             "compoundry.overhead_ms": result.overhead_ms,
+                             "compoundry.critical_path": ",".join(result.critical_path)})
+        if not result.ok:
+            span.set_status(trace.StatusCode.ERROR, result.error or "")
+        return result
 
 
 class _Run:
@@ -159,6 +171,17 @@ class _Run:
             await asyncio.wait(deps)
             if any(d.cancelled() or d.exception() is not None for d in deps):
                 raise _Skipped(name)
+        with _tracer.start_as_current_span(f"step {name}", attributes={"compoundry.step": name}) as span:
+            try:
+                await self._run_step(name)
+            finally:
+                record = self.records[name]
+                span.set_attributes({"compoundry.component": record.component, "compoundry.status": record.status,
+                                     "compoundry.deployment": record.deployment or ""})
+                if record.status == FAILED:
+                    span.set_status(trace.StatusCode.ERROR, record.error or "")
+
+    async def _run_step(self, name: str) -> None:
         step = self.pipeline.steps[name]
         record = self.records[name]
         self._start[name] = self.clock()

@@ -12,6 +12,31 @@ import logging
 import sys
 
 
+def _configure_tracing() -> None:
+    """Export the pipeline/step spans when an OTLP endpoint is configured and the exporter is installed.
+
+    Optional by design: without ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or without
+    ``opentelemetry-exporter-otlp-proto-http``) the spans are no-ops and cost nothing.
+    """
+    import os
+
+    if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return
+    try:
+        from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError:
+        logging.getLogger(__name__).warning("OTEL_EXPORTER_OTLP_ENDPOINT is set but "
+                                            "opentelemetry-exporter-otlp-proto-http is not installed: no traces")
+        return
+    provider = TracerProvider(resource=Resource.create({"service.name": "compoundry-gateway"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
 def main() -> int:
     import uvicorn
 
@@ -28,6 +53,7 @@ def main() -> int:
     except ConfigError as exc:
         print(f"invalid configuration:\n{exc}", file=sys.stderr)
         return 2
+    _configure_tracing()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     store = PlatformStore(settings.database_url)
     store.create_schema()
