@@ -23,7 +23,6 @@ from compoundry.metering import (
 from compoundry.metering.sink import backoff_s, flush_due
 from compoundry.metering.tables import metering_table
 from compoundry.store import PlatformStore
-from tests.postgres_scratch import scratch_postgres_database
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -90,21 +89,6 @@ def test_backoff_doubles_and_caps(failures, expected):
 
 
 # --- the sink on real databases -------------------------------------------------
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = PlatformStore(f"sqlite:///{tmp_path / 'platform.db'}")
-        s.create_schema()
-        yield s
-        s.close()
-        return
-    with scratch_postgres_database() as url:
-        s = PlatformStore(url)
-        s.create_schema()
-        yield s
-        s.close()
-
-
 def count_inserts(engine: sa.Engine) -> list[int]:
     counter = [0]
 

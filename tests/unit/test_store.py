@@ -4,27 +4,7 @@ PostgreSQL is what docker-compose runs; its test uses a fresh database on the
 local server (127.0.0.1:5432) and is skipped where none answers.
 """
 
-import pytest
-
-from compoundry.store import DeploymentStatus, PlatformStore
-from tests.postgres_scratch import (
-    scratch_postgres_database as _scratch_postgres_database,
-)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = PlatformStore(f"sqlite:///{tmp_path / 'platform.db'}")
-        s.create_schema()
-        yield s
-        s.close()
-        return
-    with _scratch_postgres_database() as url:
-        s = PlatformStore(url)
-        s.create_schema()
-        yield s
-        s.close()
+from compoundry.store import DeploymentStatus
 
 
 def test_a_claim_is_won_once(store):
