@@ -45,7 +45,13 @@ def alias(
     """Point an alias at a version. Moving a component's serving alias (champion) redeploys it: a rollback."""
     from registry.store import ModelStore
 
-    ModelStore(_settings().mlflow_url).set_alias(model_name, alias_name, version)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        ModelStore(_settings().mlflow_url).set_alias(model_name, alias_name, version)
+    except MlflowException as exc:
+        console.print(f"[red]could not point {model_name}@{alias_name} at v{version}:[/] {exc.message}")
+        raise typer.Exit(1)
     console.print(f"{model_name}@{alias_name} → v{version}")
 
 
