@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -29,7 +30,7 @@ from compoundry.gateway.errors import (
     install_error_handlers,
     internal_error_response,
 )
-from compoundry.gateway.executor import ComponentReply, PipelineResult, run_pipeline
+from compoundry.gateway.executor import CURRENT_STEP, ComponentReply, PipelineResult, run_pipeline
 from compoundry.gateway.openai_api import router as openai_router
 from compoundry.config.loader import load_config
 from compoundry.gateway.metering_hook import metering_callback
@@ -259,7 +260,7 @@ def _add_prediction_routes(app: FastAPI) -> None:
 def _component_caller(state, ctx: CallContext):
     """The executor's ``call``: every step goes through the dispatcher with the request's context."""
     async def call(component: str, inputs: Any, timeout: float) -> ComponentReply:
-        return await state.dispatcher.call(component, inputs, timeout, ctx)
+        return await state.dispatcher.call(component, inputs, timeout, replace(ctx, step=CURRENT_STEP.get()))
     return call
 
 

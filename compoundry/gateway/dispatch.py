@@ -61,6 +61,7 @@ class CallContext:
     pipeline: str | None = None
     session: str | None = None
     tenant: str | None = None
+    step: str | None = None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextvars import ContextVar
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -29,6 +30,8 @@ from compoundry.gateway.templating import render
 
 Call = Callable[[str, Any, float], Awaitable[Any]]
 _tracer = trace.get_tracer("compoundry.gateway")
+#: The step a ``call`` is made for (each step runs in its own task, so this is per step): for metering.
+CURRENT_STEP: ContextVar[str | None] = ContextVar("compoundry_step", default=None)
 DEFAULT_TIMEOUT_S = 30.0
 
 OK, FALLBACK, FAILED, SKIPPED = "ok", "fallback", "failed", "skipped"
@@ -182,6 +185,7 @@ class _Run:
                     span.set_status(trace.StatusCode.ERROR, record.error or "")
 
     async def _run_step(self, name: str) -> None:
+        CURRENT_STEP.set(name)
         step = self.pipeline.steps[name]
         record = self.records[name]
         self._start[name] = self.clock()

@@ -453,6 +453,23 @@ def test_every_component_call_is_metered_with_tenant_pipeline_and_outcome(gatewa
     assert found[2].completion_tokens == 1 and all(r.compute_ms > 0 for r in found)
 
 
+def test_pipeline_calls_are_metered_per_step(gateway, db):
+    import sqlalchemy as sa
+
+    store, _ = db
+    assert gateway.post("/v1/pipelines/fanout", json={"inputs": {"q": "x"}},
+                        headers={"X-Request-Id": "steps-1"}).status_code == 200
+    query = sa.text("select step, component, pipeline_id from metering_records where request_id = 'steps-1'")
+
+    def rows():
+        with store.engine.connect() as conn:
+            return sorted(conn.execute(query).all())
+    found = wait_for(lambda: len(rows()) == 4 and rows(), timeout_s=10, what="one metering row per called step")
+    assert [(r.step, r.component) for r in found] == [("join", "echo"), ("left", "slow"), ("maybe", "flaky"),
+                                                       ("right", "echo")]
+    assert {r.pipeline_id for r in found} == {"fanout"}
+
+
 def test_prometheus_metrics_show_calls_breakers_and_replicas(gateway, db):
     assert gateway.post("/v1/components/echo", json={"inputs": {}}).status_code == 200
     assert gateway.post("/v1/pipelines/fanout", json={"inputs": {"q": "m"}}).status_code == 200
