@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from compoundry.auth import KeyRing
 from compoundry.gateway.backends import ReplicaClient
-from compoundry.gateway.dispatch import CallContext, Dispatcher, context_from_request
+from compoundry.gateway.calls import CallContext, context_from_request
+from compoundry.gateway.dispatch import Dispatcher
 from compoundry.gateway.errors import (
     NotFound,
     PipelineOutputFailed,

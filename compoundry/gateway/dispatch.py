@@ -26,17 +26,17 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from contextlib import AsyncExitStack
 from typing import Any, Protocol
 
 from compoundry.gateway.balancer import Balancer
 from compoundry.gateway.breaker import BreakerBoard
+from compoundry.gateway.calls import CallContext, CallRecord
 from compoundry.gateway.errors import (
     ComponentFailed,
     ComponentTimeout,
     ComponentUnavailable,
     GatewayError,
-    InvalidRequest,
     NotFound,
     Overloaded,
 )
@@ -49,52 +49,6 @@ from compoundry.gateway.routes import RouteTable
 from compoundry.store import RouteView
 
 HOLD_POLL_S = 0.05
-
-
-@dataclass(frozen=True)
-class CallContext:
-    """Who asks and by when; the same for every step of one pipeline request."""
-
-    request_id: str
-    latency_class: str = "interactive"
-    deadline: float | None = None  # clock() time after which the answer is useless; None: no overall deadline
-    pipeline: str | None = None
-    session: str | None = None
-    tenant: str | None = None
-    step: str | None = None
-
-
-@dataclass(frozen=True)
-class CallRecord:
-    """What happened on one component call: for metering, metrics and logs."""
-
-    context: CallContext
-    component: str
-    deployment: str | None
-    model_version: str | None
-    outcome: str  # "ok" or the error code
-    attempts: int
-    cold_start_ms: float
-    compute_ms: float
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-LATENCY_CLASSES = ("interactive", "batch")
-
-
-def context_from_request(request, default_class: str, pipeline: str | None = None,
-                         deadline: float | None = None) -> CallContext:
-    """The caller's context from the ``X-Latency-Class``, ``X-Pipeline-Id`` and ``X-Session-Id`` headers."""
-    headers = request.headers
-    latency_class = (headers.get("x-latency-class") or default_class).strip().lower()
-    if latency_class not in LATENCY_CLASSES:
-        raise InvalidRequest(f"X-Latency-Class must be one of {', '.join(LATENCY_CLASSES)}",
-                             {"got": latency_class[:40]})
-    principal = getattr(request.state, "principal", None)
-    return CallContext(request_id=request.state.request_id, latency_class=latency_class, deadline=deadline,
-                       pipeline=headers.get("x-pipeline-id", pipeline), session=headers.get("x-session-id"),
-                       tenant=principal.tenant if principal else None)
 
 
 class CapacityRequester(Protocol):
@@ -248,9 +202,7 @@ class Dispatcher:
                 output, attempts = await self._attempts(route, inputs, timeout_s, ctx, path)
         except Shed as shed:
             breaker.record_cancel(admission)
-            raise Overloaded(f"component {route.component!r} is overloaded ({shed.reason}); retry later",
-                             {"component": route.component, "reason": shed.reason},
-                             retry_after=shed.retry_after_s) from None
+            raise _overloaded(route, shed) from None
         except (ComponentFailed, ComponentTimeout):
             breaker.record_failure(admission)
             raise
@@ -292,12 +244,12 @@ class Dispatcher:
 
     async def stream(self, component: str, path: str, body: Any, timeout_s: float,
                      ctx: CallContext) -> AsyncIterator[str]:
-        """Stream a replica's answer line by line (server-sent events), under the same hold, breaker
-        and balancer as :meth:`call`. Not retried: a stream may have delivered part of its answer."""
+        """Stream a replica's answer line by line (server-sent events), under the same hold, breaker,
+        lane and balancer as :meth:`call`. Not retried: a stream may have delivered part of its answer."""
         config = self._config(component)
         timeout = self._timeout(timeout_s, ctx)
         external = self._external_if_chosen(component, config)
-        release = None
+        held = AsyncExitStack()  # the lane slot and the replica's in-flight count, for the stream's lifetime
         if external is not None:
             route = _external_route(component, config, external)
             breaker, admission = self._admit(route, config)
@@ -307,19 +259,24 @@ class Dispatcher:
         else:
             route = await self._ready_route(component, config, ctx)
             breaker, admission = self._admit(route, config)
+            deadline = ctx.deadline if ctx.deadline is not None else self.clock() + timeout_s
+            try:
+                await held.enter_async_context(self._lane(route, config).slot(ctx.latency_class, deadline))
+            except Shed as shed:
+                breaker.record_cancel(admission)
+                raise _overloaded(route, shed) from None
             balancer = self._balancer(route.deployment_id)
             url = balancer.pick([r.url for r in route.replicas])
             if url is None:
                 breaker.record_cancel(admission)
+                await held.aclose()
                 raise ComponentUnavailable(f"component {component!r}: every replica is at its concurrency limit",
                                            {"component": component}, retry_after=self.routes.retry_after_s)
             balancer.acquire(url)
+            held.callback(balancer.release, url)
 
             def opener():
                 return self.backend.stream(url, path, body, timeout, component)
-
-            def release():
-                balancer.release(url)
         try:
             async with opener() as lines:
                 async for line in lines:
@@ -336,8 +293,7 @@ class Dispatcher:
         else:
             breaker.record_success(admission)
         finally:
-            if release is not None:
-                release()
+            await held.aclose()
 
     def _may_retry(self, exc: GatewayError, attempt: int, ctx: CallContext, call_s: float) -> bool:
         remaining = float("inf") if ctx.deadline is None else ctx.deadline - self.clock()
@@ -378,6 +334,11 @@ class Dispatcher:
         self.on_call(CallRecord(ctx, component, route.deployment_id if route else None,
                                 route.model_version if route else None, outcome, attempts,
                                 round(held_ms, 3), round(max(0.0, total_ms - held_ms), 3), *usage))
+
+
+def _overloaded(route: RouteView, shed: Shed) -> Overloaded:
+    return Overloaded(f"component {route.component!r} is overloaded ({shed.reason}); retry later",
+                      {"component": route.component, "reason": shed.reason}, retry_after=shed.retry_after_s)
 
 
 def _external_route(component: str, config, external) -> RouteView:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from compoundry.gateway.dispatch import CallRecord
+from compoundry.gateway.calls import CallRecord
 from compoundry.metering import OK, SHED, MeteringRecord, MeteringSink, error_outcome, price_call
 
 MODES = {"dedicated", "serverless", "auto"}

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from compoundry.gateway.dispatch import context_from_request
+from compoundry.gateway.calls import context_from_request
 from compoundry.gateway.errors import InvalidRequest, NotFound
 
 router = APIRouter(tags=["openai"])

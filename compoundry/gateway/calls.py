@@ -1,0 +1,58 @@
+"""What every component call carries and leaves behind: its context in, its record out.
+
+``CallContext`` is built once per client request (from headers and the API
+key's tenant) and shared by every step; ``CallRecord`` is what the dispatcher
+reports after each call, for metering and metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compoundry.gateway.errors import InvalidRequest
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """Who asks and by when; the same for every step of one pipeline request."""
+
+    request_id: str
+    latency_class: str = "interactive"
+    deadline: float | None = None  # clock() time after which the answer is useless; None: no overall deadline
+    pipeline: str | None = None
+    session: str | None = None
+    tenant: str | None = None
+    step: str | None = None
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """What happened on one component call: for metering, metrics and logs."""
+
+    context: CallContext
+    component: str
+    deployment: str | None
+    model_version: str | None
+    outcome: str  # "ok" or the error code
+    attempts: int
+    cold_start_ms: float
+    compute_ms: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+LATENCY_CLASSES = ("interactive", "batch")
+
+
+def context_from_request(request, default_class: str, pipeline: str | None = None,
+                         deadline: float | None = None) -> CallContext:
+    """The caller's context from the ``X-Latency-Class``, ``X-Pipeline-Id`` and ``X-Session-Id`` headers."""
+    headers = request.headers
+    latency_class = (headers.get("x-latency-class") or default_class).strip().lower()
+    if latency_class not in LATENCY_CLASSES:
+        raise InvalidRequest(f"X-Latency-Class must be one of {', '.join(LATENCY_CLASSES)}",
+                             {"got": latency_class[:40]})
+    principal = getattr(request.state, "principal", None)
+    return CallContext(request_id=request.state.request_id, latency_class=latency_class, deadline=deadline,
+                       pipeline=headers.get("x-pipeline-id", pipeline), session=headers.get("x-session-id"),
+                       tenant=principal.tenant if principal else None)
