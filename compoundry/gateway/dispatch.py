@@ -72,7 +72,7 @@ class Dispatcher:
         self.on_call = on_call
         self.breakers = BreakerBoard(clock)
         self._balancers: dict[str, Balancer] = {}
-        self._externals: dict[tuple[str, str], object] = {}
+        self._externals: dict[str, tuple[object, object]] = {}  # component -> (serverless block, adapter)
         self._lanes: dict[str, Lane] = {}
 
     async def call(self, component: str, inputs: Any, timeout_s: float, ctx: CallContext,
@@ -115,14 +115,13 @@ class Dispatcher:
         return external if choose_backend(config.mode, True, state) == EXTERNAL else None
 
     def _external(self, component: str, config):
-        """One adapter per component and ``serverless:`` block (rebuilt when a reload changes it)."""
+        """One adapter per component, rebuilt only when a reload changes its ``serverless:`` block."""
         if config.serverless is None:
             return None
-        key = (component, config.serverless.model_dump_json())
-        backend = self._externals.get(key)
-        if backend is None:
-            backend = self._externals[key] = external_backend(config.serverless, self.backend)
-        return backend
+        cached = self._externals.get(component)
+        if cached is None or cached[0] != config.serverless:
+            cached = self._externals[component] = (config.serverless, external_backend(config.serverless, self.backend))
+        return cached[1]
 
     async def _call_external(self, external, route: RouteView, config, inputs: Any, timeout_s: float,
                              ctx: CallContext, path: str) -> tuple[Any, int]:
@@ -352,4 +351,5 @@ def _usage(output: Any) -> tuple[int, int]:
     usage = output.get("usage") if isinstance(output, dict) else None
     if not isinstance(usage, dict):
         return 0, 0
-    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    counts = (usage.get("prompt_tokens"), usage.get("completion_tokens"))
+    return tuple(c if isinstance(c, int) and c >= 0 else 0 for c in counts)  # a backend's odd usage is not our 500

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from contextlib import contextmanager
 from typing import Any
 
 from compoundry.gateway.errors import ComponentFailed, ComponentUnavailable, InvalidInput, InvalidRequest
@@ -40,7 +41,8 @@ class OpenAIBackend:
             texts = _texts(inputs)
             body = await self.client.post(self.url, "/embeddings", {"model": self.model, "input": texts}, timeout,
                                           component, headers=self.headers())
-            vectors = [item["embedding"] for item in sorted(body["data"], key=lambda d: d["index"])]
+            with _unexpected_answer(component, self.url):
+                vectors = [item["embedding"] for item in sorted(body["data"], key=lambda d: d["index"])]
             return {"embeddings": vectors, "dim": len(vectors[0]) if vectors else 0}
         chat = "messages" in inputs
         body = {"model": self.model, "max_tokens": inputs.get("max_tokens") or DEFAULT_MAX_TOKENS,
@@ -48,8 +50,9 @@ class OpenAIBackend:
                 **({"messages": inputs["messages"]} if chat else {"prompt": inputs.get("prompt", "")})}
         answer = await self.client.post(self.url, "/chat/completions" if chat else "/completions", body, timeout,
                                         component, headers=self.headers())
-        choice = answer["choices"][0]
-        text = choice["message"]["content"] if chat else choice.get("text", "")
+        with _unexpected_answer(component, self.url):
+            choice = answer["choices"][0]
+            text = choice["message"]["content"] if chat else choice.get("text", "")
         return {"text": text, "usage": answer.get("usage", {}), "engine": self.kind,
                 "finish_reason": choice.get("finish_reason")}
 
@@ -131,6 +134,16 @@ def _bedrock_error(exc, component: str):
     if code in ("ValidationException",):
         return InvalidInput(f"{component}: {message}", where)
     return ComponentFailed(f"{component}: Bedrock {code}: {message}", where)
+
+
+@contextmanager
+def _unexpected_answer(component: str, url: str):
+    """An endpoint whose JSON lacks the OpenAI fields: a structured 502, not a gateway crash."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise ComponentFailed(f"{component}: {url} answered in an unexpected shape ({type(exc).__name__}: {exc})",
+                              {"component": component, "endpoint": url}) from exc
 
 
 def external_backend(serverless, client):
