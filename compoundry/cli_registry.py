@@ -59,6 +59,8 @@ def deploy(
     model_name: str = typer.Argument(..., help="Registered model name."),
     version: str = typer.Argument(..., help="Version to deploy."),
     component: Optional[str] = typer.Option(None, help="Component to deploy it as (default: by model name)."),
+    variant: Optional[str] = typer.Option(None, help="Deploy it as this experiment variant's route (A/B, shadow) "
+                                                     "instead of the component's serving route."),
 ) -> None:
     """Start a deploy-model-version flow run by hand (claims the version like a webhook would)."""
     import asyncio
@@ -76,7 +78,7 @@ def deploy(
         raise typer.Exit(1)
     store = PlatformStore(settings.database_url)
     store.create_schema()
-    request = DeployRequest(name, model_name, version, "manual", "cli")
+    request = DeployRequest(name, model_name, version, f"manual:{variant}" if variant else "manual", "cli", variant)
     started = asyncio.run(start_deploy_runs(store, [request]))[0]
     if not started.flow_run_id:
         console.print(f"{model_name} v{version} was already deployed by hand once; see `compoundry deployments`")
@@ -98,7 +100,8 @@ def deployments(as_json: bool = typer.Option(False, "--json", help="Print JSON."
         return
     table = Table("deployment", "component", "model", "version", "status", "routed", "replicas", "load s")
     for d in rows:
-        table.add_row(d.id, d.component, d.model_name, d.model_version, d.status, "yes" if d.routed else "",
+        table.add_row(d.id, d.component, d.model_name, d.model_version, d.status,
+                      (f"variant {d.variant}" if d.variant else "yes") if d.routed else "",
                       ", ".join(r.url for r in d.replicas), f"{d.load_time_s:.1f}" if d.load_time_s else "")
     console.print(table)
 

@@ -21,6 +21,24 @@ class ComponentTarget:
     name: str
     model: str
     alias: str
+    variant_aliases: tuple[tuple[str, str], ...] = ()  # (variant, alias) of its enabled experiment's own variants
+
+
+def targets_from_config(config) -> list[ComponentTarget]:
+    """Every component as a deploy target, with the aliases its enabled experiment routes to variants."""
+    variant_aliases: dict[str, list[tuple[str, str]]] = {}
+    for experiment in config.experiments.values():
+        if experiment.enabled:
+            serving = config.components[experiment.component].alias
+            variant_aliases.setdefault(experiment.component, []).extend(
+                (v.name, v.alias) for v in experiment.variants if v.alias is not None and v.alias != serving)
+    return [ComponentTarget(name, c.model, c.alias, tuple(variant_aliases.get(name, ())))
+            for name, c in config.components.items()]
+
+
+def variant_versions(routes: Mapping) -> dict[tuple[str, str], str]:
+    """``(component, variant) -> model version`` of the variant routes in a route table."""
+    return {(name, v.variant): v.model_version for name, route in routes.items() for v in route.variants}
 
 
 @dataclass(frozen=True)
@@ -28,13 +46,15 @@ class DeployRequest:
     component: str
     model_name: str
     version: str
-    reason: str        # the claim key besides (model, version): "version" or "alias:<alias>:from:<v>"
+    reason: str        # the claim key besides (model, version): "version", "alias:<alias>:from:<v>", "variant:..."
     source: str        # webhook | poll | cli
+    variant: str | None = None  # deploy as this experiment variant's route, not the component's serving route
 
     @property
     def parameters(self) -> dict[str, str]:
-        return {"model_name": self.model_name, "version": self.version, "component": self.component,
-                "source": self.source}
+        params = {"model_name": self.model_name, "version": self.version, "component": self.component,
+                  "source": self.source}
+        return params | ({"variant": self.variant} if self.variant else {})
 
 
 def components_for(model_name: str, tags: Mapping[str, str], components: list[ComponentTarget]) -> list[ComponentTarget]:
@@ -55,26 +75,35 @@ def on_version_created(model_name: str, version: str, tags: Mapping[str, str],
 
 
 def on_alias_set(model_name: str, alias: str, version: str, components: list[ComponentTarget],
-                 routed_versions: Mapping[str, str], source: str) -> list[DeployRequest]:
-    """Moving a component's serving alias to a version it does not serve redeploys it.
+                 routed_versions: Mapping[str, str], source: str,
+                 variant_routed: Mapping[tuple[str, str], str] | None = None) -> list[DeployRequest]:
+    """Moving a component's serving alias to a version it does not serve redeploys it; moving an alias
+    that an enabled experiment's variant follows (``challenger``) deploys that version as the variant's route.
 
     The deploy flow itself sets the alias after switching the route, so its
     own alias event finds the version already routed and is ignored.
     """
     requests = []
     for c in components:
-        if c.model != model_name or c.alias != alias:
+        if c.model != model_name:
             continue
-        current = routed_versions.get(c.name)
-        if current == str(version):
-            continue
-        requests.append(DeployRequest(c.name, model_name, str(version), f"alias:{alias}:from:{current}", source))
+        if c.alias == alias:
+            current = routed_versions.get(c.name)
+            if current != str(version):
+                requests.append(DeployRequest(c.name, model_name, str(version), f"alias:{alias}:from:{current}",
+                                              source))
+        for variant, variant_alias in c.variant_aliases:
+            current = (variant_routed or {}).get((c.name, variant))
+            if variant_alias == alias and current != str(version):
+                requests.append(DeployRequest(c.name, model_name, str(version),
+                                              f"variant:{variant}:alias:{alias}:from:{current}", source, variant))
     return requests
 
 
 def on_poll(model_name: str, latest_version: str | None, latest_tags: Mapping[str, str],
             alias_version: str | None, alias: str, components: list[ComponentTarget],
-            routed_versions: Mapping[str, str]) -> list[DeployRequest]:
+            routed_versions: Mapping[str, str],
+            variant_routed: Mapping[tuple[str, str], str] | None = None) -> list[DeployRequest]:
     """What the poller would have heard by webhook: the newest version, and the alias position."""
     requests: list[DeployRequest] = []
     if latest_version is not None:
@@ -82,7 +111,8 @@ def on_poll(model_name: str, latest_version: str | None, latest_tags: Mapping[st
                  if _newer(latest_version, routed_versions.get(c.name))]
         requests += [r for r in on_version_created(model_name, latest_version, latest_tags, newer, "poll")]
     if alias_version is not None:
-        requests += on_alias_set(model_name, alias, alias_version, components, routed_versions, "poll")
+        requests += on_alias_set(model_name, alias, alias_version, components, routed_versions, "poll",
+                                 variant_routed)
     return _unique(requests)
 
 
@@ -93,7 +123,7 @@ def _newer(version: str, routed: str | None) -> bool:
 def _unique(requests: list[DeployRequest]) -> list[DeployRequest]:
     seen, out = set(), []
     for r in requests:
-        key = (r.component, r.model_name, r.version)
+        key = (r.component, r.model_name, r.version, r.variant)
         if key not in seen:
             seen.add(key)
             out.append(r)

@@ -60,6 +60,8 @@ class GatewaySettings(_Strict):
     replica_concurrency: int | None = Field(None, ge=1, description="in-flight requests per replica; "
                                                                     "null: unlimited")
     queue_capacity: int = Field(256, ge=1, description="requests that may wait per component lane")
+    shadow_max_in_flight: int = Field(64, ge=0, description="mirrored (shadow) calls in flight per gateway; "
+                                                            "beyond this a mirror is skipped, never queued")
     auth_required: bool = Field(True, description="API keys on every prediction and control route")
     blocked_terms: dict[str, list[str]] = Field(default_factory=dict, description="category -> terms, for the "
                                                 "block_terms trust hook")

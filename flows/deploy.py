@@ -85,8 +85,11 @@ def smoke_prediction(replica: ReplicaHandle, inputs: dict, timeout_s: float) -> 
 
 
 @task(cache_policy=NO_CACHE, task_run_name="switch route of {component}")
-def switch_route(store: PlatformStore, component: str, deployment_id: str) -> str | None:
+def switch_route(store: PlatformStore, component: str, deployment_id: str, variant: str | None = None) -> str | None:
+    """Point the component's serving route (or, with ``variant``, that experiment variant's route) here."""
     store.update_deployment(deployment_id, status=DeploymentStatus.READY)
+    if variant:
+        return store.set_variant_route(component, variant, deployment_id)
     return store.set_route(component, deployment_id)
 
 
@@ -110,8 +113,9 @@ def smoke_inputs(engine: str, model_name: str) -> dict:
 
 @flow(name="deploy-model-version", flow_run_name="deploy {model_name} v{version}", log_prints=True)
 def deploy_model_version(model_name: str, version: str, component: str | None = None,
-                         source: str = "manual", set_serving_alias: bool = True) -> dict:
-    """Deploy one registered model version as the serving deployment of its component."""
+                         source: str = "manual", set_serving_alias: bool = True, variant: str | None = None) -> dict:
+    """Deploy one registered model version as the serving deployment of its component, or with ``variant``
+    as the route of that experiment variant (the serving route and the MLflow aliases stay as they are)."""
     logger = get_run_logger()
     settings, config, store = _context()
     component = component or _component_for(config, model_name)
@@ -123,7 +127,7 @@ def deploy_model_version(model_name: str, version: str, component: str | None = 
     labels = {"component": component, "model": model_name, "version": str(version)}
     bento_tag = build(comp.engine, labels, str(settings.bentoml_home))
 
-    deployment_id = f"{component}-v{version}-{uuid.uuid4().hex[:6]}"
+    deployment_id = f"{component}-{variant + '-' if variant else ''}v{version}-{uuid.uuid4().hex[:6]}"
     store.add_deployment(deployment_id, component, model_name, str(version), comp.engine,
                          flow_run_id=str(flow_run.get_id() or ""))
     store.update_deployment(deployment_id, bento_tag=bento_tag)
@@ -132,7 +136,7 @@ def deploy_model_version(model_name: str, version: str, component: str | None = 
                                         comp.engine_options, comp.timeouts.cold_start_s)
         smoke = smoke_prediction(replica, smoke_inputs(comp.engine, model_name), comp.timeouts.request_s * 3)
         store.update_deployment(deployment_id, load_time_s=smoke["model_load_s"])
-        previous = switch_route(store, component, deployment_id)
+        previous = switch_route(store, component, deployment_id, variant)
     except Exception as exc:
         store.update_deployment(deployment_id, status=DeploymentStatus.FAILED, error=str(exc)[:2000])
         LocalTarget(settings, store).stop_deployment(deployment_id, grace_s=2)
@@ -141,11 +145,11 @@ def deploy_model_version(model_name: str, version: str, component: str | None = 
         raise
     if previous:
         drain_old(settings, store, previous)
-    if set_serving_alias:
+    if set_serving_alias and not variant:
         set_alias(settings.mlflow_url, model_name, comp.alias, str(version))
 
     result = {
-        "component": component, "deployment": deployment_id, "model": model_name, "version": str(version),
+        "component": component, "variant": variant, "deployment": deployment_id, "model": model_name, "version": str(version),
         "bento": bento_tag, "replica": replica.url, "replica_ready_s": round(waited, 2),
         "model_load_s": smoke["model_load_s"], "replaced": previous, "source": source,
         "total_s": round(time.monotonic() - started, 2), "signature": signature,
@@ -160,7 +164,8 @@ def deploy_model_version(model_name: str, version: str, component: str | None = 
     )
     create_markdown_artifact(key=f"deploy-{component}", markdown=_summary(result),
                              description=f"{component} now serves {model_name} v{version}")
-    logger.info("%s serves %s v%s from %s", component, model_name, version, replica.url)
+    logger.info("%s%s serves %s v%s from %s", component, f" (variant {variant})" if variant else "", model_name,
+                version, replica.url)
     return result
 
 

@@ -59,6 +59,7 @@ class ComponentResponse(BaseModel):
     component: str
     deployment: str
     model_version: str
+    variant: str | None = Field(None, description="experiment variant that answered (else the serving alias)")
     outputs: Any
     timing_ms: float = Field(description="gateway-measured time of the replica call")
 
@@ -145,7 +146,7 @@ def create_app(settings, config, store) -> FastAPI:
     """The gateway app; ``store`` is read only by the background route refresher."""
     routes = RouteTable(store.routes, refresh_s=settings.config.route_refresh_s)
     dispatcher = Dispatcher(routes, None, lambda: app.state.config.components, settings.config.gateway,
-                            clock=time.perf_counter)
+                            clock=time.perf_counter, experiments=lambda: app.state.config.experiments)
 
     keys = KeyRing()
     metrics = GatewayMetrics(lambda: app.state.config.components)
@@ -233,6 +234,7 @@ def _add_prediction_routes(app: FastAPI) -> None:
         inputs = state.trust.before(component.trust, body.inputs)
         reply = await state.dispatcher.call(name, inputs, component.timeouts.request_s, ctx)
         return {"component": name, "deployment": reply.deployment, "model_version": reply.model_version,
+                "variant": reply.variant,
                 "outputs": state.trust.after(component.trust, reply.output),
                 "timing_ms": round((time.perf_counter() - started) * 1000, 3)}
 

@@ -8,6 +8,7 @@ reports after each call, for metering and metrics.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from compoundry.gateway.errors import InvalidRequest
 
@@ -21,6 +22,7 @@ class CallContext:
     deadline: float | None = None  # clock() time after which the answer is useless; None: no overall deadline
     pipeline: str | None = None
     session: str | None = None
+    user: str | None = None  # X-User-Id: the sticky key of experiments configured with sticky_key: user
     tenant: str | None = None
     step: str | None = None
 
@@ -39,6 +41,8 @@ class CallRecord:
     compute_ms: float
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    variant: str | None = None  # the experiment variant that answered, else the component's serving alias
+    shadow: bool = False  # a mirrored copy whose answer nobody saw
 
 
 LATENCY_CLASSES = ("interactive", "batch")
@@ -46,7 +50,8 @@ LATENCY_CLASSES = ("interactive", "batch")
 
 def context_from_request(request, default_class: str, pipeline: str | None = None,
                          deadline: float | None = None) -> CallContext:
-    """The caller's context from the ``X-Latency-Class``, ``X-Pipeline-Id`` and ``X-Session-Id`` headers."""
+    """The caller's context from the ``X-Latency-Class``, ``X-Pipeline-Id``, ``X-Session-Id`` and ``X-User-Id``
+    headers."""
     headers = request.headers
     latency_class = (headers.get("x-latency-class") or default_class).strip().lower()
     if latency_class not in LATENCY_CLASSES:
@@ -55,4 +60,14 @@ def context_from_request(request, default_class: str, pipeline: str | None = Non
     principal = getattr(request.state, "principal", None)
     return CallContext(request_id=request.state.request_id, latency_class=latency_class, deadline=deadline,
                        pipeline=headers.get("x-pipeline-id", pipeline), session=headers.get("x-session-id"),
+                       user=headers.get("x-user-id"),
                        tenant=principal.tenant if principal else None)
+
+
+def token_usage(output: Any) -> tuple[int, int]:
+    """Token counts from an llm answer (Bento ``{"usage"}`` or OpenAI ``usage``); (0, 0) otherwise."""
+    usage = output.get("usage") if isinstance(output, dict) else None
+    if not isinstance(usage, dict):
+        return 0, 0
+    counts = (usage.get("prompt_tokens"), usage.get("completion_tokens"))
+    return tuple(c if isinstance(c, int) and c >= 0 else 0 for c in counts)  # a backend's odd usage is not our 500

@@ -15,16 +15,12 @@ from dataclasses import asdict
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from compoundry.deploy_policy import ComponentTarget, on_alias_set, on_version_created
+from compoundry.deploy_policy import on_alias_set, on_version_created, targets_from_config, variant_versions
 from compoundry.orchestration import start_deploy_runs
 from registry.webhooks import WebhookRejected, verify_delivery
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/control", tags=["control"])
-
-
-def component_targets(config) -> list[ComponentTarget]:
-    return [ComponentTarget(name, c.model, c.alias) for name, c in config.components.items()]
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -63,12 +59,14 @@ async def mlflow_webhook(request: Request):
 
 
 def _plan(event, state):
-    targets = component_targets(state.config)
+    targets = targets_from_config(state.config)
     if event.event == "model_version.created" and event.model_name and event.version:
         return on_version_created(event.model_name, event.version, event.data.get("tags") or {}, targets, "webhook")
     if event.event == "model_version_alias.created" and event.model_name and event.version and event.alias:
-        routed = {c: r.model_version for c, r in state.store.routes().items()}
-        return on_alias_set(event.model_name, event.alias, event.version, targets, routed, "webhook")
+        routes = state.store.routes()
+        routed = {c: r.model_version for c, r in routes.items()}
+        return on_alias_set(event.model_name, event.alias, event.version, targets, routed, "webhook",
+                            variant_versions(routes))
     return []
 
 

@@ -23,15 +23,17 @@ replica client, with an injected clock.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, nullcontext
+from dataclasses import replace
 from typing import Any, Protocol
 
 from compoundry.gateway.balancer import Balancer
 from compoundry.gateway.breaker import BreakerBoard
-from compoundry.gateway.calls import CallContext, CallRecord
+from compoundry.gateway.calls import CallContext, CallRecord, token_usage
 from compoundry.gateway.errors import (
     ComponentFailed,
     ComponentTimeout,
@@ -41,13 +43,15 @@ from compoundry.gateway.errors import (
     Overloaded,
 )
 from compoundry.gateway.executor import ComponentReply
-from compoundry.gateway.external import external_backend
+from compoundry.gateway.external import external_backend, external_route
 from compoundry.gateway.lanes import Lane, Shed
 from compoundry.gateway.modes import EXTERNAL, DedicatedState, choose_backend
 from compoundry.gateway.retry import should_retry
 from compoundry.gateway.routes import RouteTable
+from compoundry.gateway.variants import VariantRouter
 from compoundry.store import RouteView
 
+log = logging.getLogger(__name__)
 HOLD_POLL_S = 0.05
 
 
@@ -60,8 +64,9 @@ class CapacityRequester(Protocol):
 class Dispatcher:
     def __init__(self, routes: RouteTable, backend, components: Callable[[], dict], gateway_settings,
                  clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
-                 scaler: CapacityRequester | None = None, on_call: Callable[[CallRecord], None] | None = None):
-        """``components()`` returns the current component configs (so a config reload is seen at once)."""
+                 scaler: CapacityRequester | None = None, on_call: Callable[[CallRecord], None] | None = None,
+                 experiments: Callable[[], dict] | None = None):
+        """``components()`` and ``experiments()`` return the current configs (a config reload is seen at once)."""
         self.routes = routes
         self.backend = backend
         self.components = components
@@ -74,6 +79,8 @@ class Dispatcher:
         self._balancers: dict[str, Balancer] = {}
         self._externals: dict[str, tuple[object, object]] = {}  # component -> (serverless block, adapter)
         self._lanes: dict[str, Lane] = {}
+        self.variants = VariantRouter(lambda: experiments() if experiments is not None else {})
+        self._shadows: set[asyncio.Task] = set()  # mirrored calls in flight (kept referenced until done)
 
     async def call(self, component: str, inputs: Any, timeout_s: float, ctx: CallContext,
                    path: str = "/invoke") -> ComponentReply:
@@ -84,21 +91,58 @@ class Dispatcher:
         """
         config = self._config(component)
         started = self.clock()
-        route, attempts, held_ms = None, 0, 0.0
+        route, attempts, held_ms, variant = None, 0, 0.0, config.alias
         try:
             external = self._external_if_chosen(component, config)
             if external is not None:
-                route = _external_route(component, config, external)
+                route = external_route(component, config, external)
                 output, attempts = await self._call_external(external, route, config, inputs, timeout_s, ctx, path)
             else:
-                route = await self._ready_route(component, config, ctx)
+                assignment = self._assign(component, ctx)
+                route, variant = await self._ready_route(component, config, ctx, assignment.variant)
                 held_ms = (self.clock() - started) * 1000
+                self._mirror(component, config, assignment.shadow, inputs, ctx, path)
                 output, attempts = await self._call_route(route, config, inputs, timeout_s, ctx, path)
         except GatewayError as exc:
-            self._record(ctx, component, route, exc.code, attempts, started)
+            self._record(ctx, component, route, exc.code, attempts, started, variant=variant)
             raise
-        self._record(ctx, component, route, "ok", attempts, started, held_ms, _usage(output))
-        return ComponentReply(output, route.deployment_id, route.model_version)
+        self._record(ctx, component, route, "ok", attempts, started, held_ms, token_usage(output), variant=variant)
+        return ComponentReply(output, route.deployment_id, route.model_version, variant)
+
+    # --- A/B and shadow: which variant answers, which one gets a mirrored copy ------------
+    def _assign(self, component: str, ctx: CallContext):
+        return self.variants.assign(component, session=ctx.session, user=ctx.user, request_id=ctx.request_id)
+
+    def _lookup(self, component: str, config, variant: str | None) -> tuple[RouteView | None, str | None]:
+        """The route for ``variant`` (its own when ready, else the serving route) and the label that answers."""
+        route, label = self.variants.resolve(component, self.routes.routes.get(component), config.alias, variant)
+        return route, label or config.alias
+
+    def _mirror(self, component: str, config, shadow: str | None, inputs: Any, ctx: CallContext, path: str) -> None:
+        """Send a copy to the shadow variant in the background: never awaited, never seen by the client."""
+        if shadow is None:
+            return
+        route = self.variants.shadow_route(component, self.routes.routes.get(component), config.alias, shadow)
+        if route is None or len(self._shadows) >= self.settings.shadow_max_in_flight:
+            return
+        task = asyncio.create_task(self._shadow_call(route, config, inputs, replace(ctx, deadline=None), path, shadow))
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _shadow_call(self, route: RouteView, config, inputs: Any, ctx: CallContext, path: str,
+                           variant: str) -> None:
+        """One mirrored call: breaker and balancer as usual, no lane slot (it must not delay real traffic)."""
+        started, outcome, attempts, usage = self.clock(), "ok", 0, (0, 0)
+        try:
+            output, attempts = await self._call_route(route, config, inputs, config.timeouts.request_s, ctx, path,
+                                                      lane=False)
+            usage = token_usage(output)
+        except GatewayError as exc:
+            outcome = exc.code
+        except Exception:  # a mirror must never surface: log it and meter it as failed
+            log.warning("shadow call to %s failed", route.deployment_id, exc_info=True)
+            outcome = "internal_error"
+        self._record(ctx, route.component, route, outcome, attempts, started, 0.0, usage, variant=variant, shadow=True)
 
     # --- 0. mode: own replicas or the external serverless endpoint ------------------------
     def _external_if_chosen(self, component: str, config):
@@ -151,10 +195,12 @@ class Dispatcher:
         return config
 
     # --- 1. cold-start holding ---------------------------------------------------
-    async def _ready_route(self, component: str, config, ctx: CallContext) -> RouteView:
-        route = self.routes.routes.get(component)
+    async def _ready_route(self, component: str, config, ctx: CallContext,
+                           variant: str | None = None) -> tuple[RouteView, str | None]:
+        """The route to call and the variant label it answers for, after holding through a cold start."""
+        route, label = self._lookup(component, config, variant)
         if route is not None and route.replicas:
-            return route
+            return route, label
         if route is None and self.scaler is None:
             raise ComponentUnavailable(f"component {component!r} has no route (not deployed yet)",
                                        {"component": component}, retry_after=self.routes.retry_after_s)
@@ -163,9 +209,9 @@ class Dispatcher:
             self.scaler.request_capacity(component, reason="cold_start")
         while self.clock() < hold_until:
             await asyncio.sleep(min(HOLD_POLL_S, max(0.0, hold_until - self.clock())))
-            route = self.routes.routes.get(component)
+            route, label = self._lookup(component, config, variant)
             if route is not None and route.replicas:
-                return route
+                return route, label
         held = self.clock() - (hold_until - self._hold_budget(config, ctx))
         raise ComponentUnavailable(
             f"component {component!r} has no ready replica (held {held:.1f}s for a cold start)",
@@ -193,11 +239,11 @@ class Dispatcher:
         return breaker, admission
 
     async def _call_route(self, route: RouteView, config, inputs: Any, timeout_s: float,
-                          ctx: CallContext, path: str) -> tuple[Any, int]:
+                          ctx: CallContext, path: str, lane: bool = True) -> tuple[Any, int]:
         breaker, admission = self._admit(route, config)
         deadline = ctx.deadline if ctx.deadline is not None else self.clock() + timeout_s
         try:
-            async with self._lane(route, config).slot(ctx.latency_class, deadline):
+            async with self._lane(route, config).slot(ctx.latency_class, deadline) if lane else nullcontext():
                 output, attempts = await self._attempts(route, inputs, timeout_s, ctx, path)
         except Shed as shed:
             breaker.record_cancel(admission)
@@ -250,13 +296,13 @@ class Dispatcher:
         external = self._external_if_chosen(component, config)
         held = AsyncExitStack()  # the lane slot and the replica's in-flight count, for the stream's lifetime
         if external is not None:
-            route = _external_route(component, config, external)
+            route = external_route(component, config, external)
             breaker, admission = self._admit(route, config)
 
             def opener():
                 return external.stream(path, body, timeout, component)
         else:
-            route = await self._ready_route(component, config, ctx)
+            route, _ = await self._ready_route(component, config, ctx, self._assign(component, ctx).variant)
             breaker, admission = self._admit(route, config)
             deadline = ctx.deadline if ctx.deadline is not None else self.clock() + timeout_s
             try:
@@ -326,30 +372,17 @@ class Dispatcher:
 
     # --- observability ---------------------------------------------------------------
     def _record(self, ctx: CallContext, component: str, route: RouteView | None, outcome: str, attempts: int,
-                started: float, held_ms: float = 0.0, usage: tuple[int, int] = (0, 0)) -> None:
+                started: float, held_ms: float = 0.0, usage: tuple[int, int] = (0, 0), *,
+                variant: str | None = None, shadow: bool = False) -> None:
         if self.on_call is None:
             return
         total_ms = (self.clock() - started) * 1000
         self.on_call(CallRecord(ctx, component, route.deployment_id if route else None,
                                 route.model_version if route else None, outcome, attempts,
-                                round(held_ms, 3), round(max(0.0, total_ms - held_ms), 3), *usage))
+                                round(held_ms, 3), round(max(0.0, total_ms - held_ms), 3), *usage,
+                                variant=variant, shadow=shadow))
 
 
 def _overloaded(route: RouteView, shed: Shed) -> Overloaded:
     return Overloaded(f"component {route.component!r} is overloaded ({shed.reason}); retry later",
                       {"component": route.component, "reason": shed.reason}, retry_after=shed.retry_after_s)
-
-
-def _external_route(component: str, config, external) -> RouteView:
-    """An external endpoint as a route, so breakers, metering and replies treat it like a deployment."""
-    return RouteView(component=component, deployment_id=f"external:{component}", model_name=external.kind,
-                     model_version=external.model, engine=config.engine, replicas=())
-
-
-def _usage(output: Any) -> tuple[int, int]:
-    """Token counts from an llm answer (Bento ``{"usage"}`` or OpenAI ``usage``); (0, 0) otherwise."""
-    usage = output.get("usage") if isinstance(output, dict) else None
-    if not isinstance(usage, dict):
-        return 0, 0
-    counts = (usage.get("prompt_tokens"), usage.get("completion_tokens"))
-    return tuple(c if isinstance(c, int) and c >= 0 else 0 for c in counts)  # a backend's odd usage is not our 500

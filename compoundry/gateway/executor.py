@@ -44,6 +44,7 @@ class ComponentReply:
     output: Any
     deployment: str | None = None
     model_version: str | None = None
+    variant: str | None = None  # the experiment variant that answered (or the component's serving alias)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import Any
 
 from compoundry.gateway.errors import ComponentFailed, ComponentUnavailable, InvalidInput, InvalidRequest
 from compoundry.gateway.retry import ErrorKind
+from compoundry.store import RouteView
 
 DEFAULT_MAX_TOKENS = 64
 
@@ -164,3 +165,9 @@ def _texts(inputs: Any) -> list[str]:
 
 def _strip_v1(path: str) -> str:
     return path[3:] if path.startswith("/v1/") else path
+
+
+def external_route(component: str, config, external) -> RouteView:
+    """An external endpoint as a route, so breakers, metering and replies treat it like a deployment."""
+    return RouteView(component=component, deployment_id=f"external:{component}", model_name=external.kind,
+                     model_version=external.model, engine=config.engine, replicas=())

@@ -26,11 +26,11 @@ def metering_callback(sink: MeteringSink, components: Callable[[], dict]) -> Cal
         sink.record(MeteringRecord(
             timestamp=datetime.now(timezone.utc), tenant=ctx.tenant or "anonymous",
             pipeline_id=ctx.pipeline or "", request_id=ctx.request_id, step=ctx.step, component=call.component,
-            variant=call.model_version or "", deployment_id=call.deployment or "",
+            variant=call.variant or call.model_version or "", deployment_id=call.deployment or "",
             mode=_mode(call, config),
             latency_class=ctx.latency_class, cold_start_ms=call.cold_start_ms, compute_ms=call.compute_ms,
             prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens, outcome=outcome,
-            cost=cost))
+            cost=cost, shadow=call.shadow))
     return on_call
 
 

@@ -39,7 +39,7 @@ class GatewayMetrics:
     def on_call(self, call: CallRecord) -> None:
         config = self.components().get(call.component)
         mode = config.mode if config is not None else ""
-        variant = call.model_version or ""
+        variant = call.variant or call.model_version or ""
         self.calls.labels(call.component, variant, mode, call.outcome).inc()
         self.latency.labels(call.component, variant, mode).observe((call.cold_start_ms + call.compute_ms) / 1000)
         if call.cold_start_ms:

@@ -11,6 +11,7 @@ through the dispatcher: cold-start hold, breaker, balancing, retries.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -71,7 +72,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]
     component = _component(request, body.model, EMBEDDING_ENGINES, "/v1/embeddings")
     texts = request.app.state.trust.before(component.trust, [body.input] if isinstance(body.input, str) else body.input)
     reply = await request.app.state.dispatcher.call(body.model, {"texts": texts}, component.timeouts.request_s,
-                                                    _context(request, component))
+                                                    _context(request, component, getattr(body, "user", None)))
     vectors = reply.output["embeddings"]
     return {"object": "list", "model": body.model,
             "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
@@ -82,7 +83,7 @@ async def _completion(request: Request, body: dict[str, Any], path: str):
     name = body["model"]
     component = _component(request, name, LLM_ENGINES, path)
     dispatcher, trust = request.app.state.dispatcher, request.app.state.trust
-    ctx = _context(request, component)
+    ctx = _context(request, component, body.get("user"))
     body = trust.before(component.trust, body)
     if not body.get("stream"):
         reply = await dispatcher.call(name, body, component.timeouts.request_s, ctx, path=path)
@@ -122,5 +123,7 @@ def _component(request: Request, name: str, engines: set[str], path: str):
     return component
 
 
-def _context(request: Request, component):
-    return context_from_request(request, component.latency_class)
+def _context(request: Request, component, user: Any = None):
+    """The call context; OpenAI's ``user`` field is the sticky experiment key when no X-User-Id is sent."""
+    ctx = context_from_request(request, component.latency_class)
+    return replace(ctx, user=str(user)[:200]) if ctx.user is None and isinstance(user, str) and user else ctx

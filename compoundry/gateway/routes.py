@@ -66,12 +66,14 @@ class RouteTable:
             self._task = None
 
     def describe(self) -> dict[str, dict]:
-        """The table for ``GET /v1/routes``."""
-        return {
-            name: {"deployment": r.deployment_id, "model_name": r.model_name, "model_version": r.model_version,
-                   "engine": r.engine, "replicas": [rep.url for rep in r.replicas]}
-            for name, r in sorted(self._routes.items())
-        }
+        """The table for ``GET /v1/routes``: each component's serving route and its experiment variants'."""
+        return {name: {**_describe(r), "variants": {v.variant: _describe(v) for v in r.variants}}
+                for name, r in sorted(self._routes.items())}
+
+
+def _describe(r: RouteView) -> dict:
+    return {"deployment": r.deployment_id, "model_name": r.model_name, "model_version": r.model_version,
+            "engine": r.engine, "replicas": [rep.url for rep in r.replicas]}
 
 
 def _short(exc: BaseException) -> str:

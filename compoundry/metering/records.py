@@ -63,6 +63,7 @@ class MeteringRecord:
     completion_tokens: int = 0
     outcome: str = OK
     cost: float = 0.0
+    shadow: bool = False  # a mirrored experiment call: it costs, but no client saw its answer
 
     @property
     def tokens(self) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Float, Index, Integer, String
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from compoundry.store.tables import Base
@@ -49,6 +49,8 @@ class MeteringRow(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     outcome: Mapped[str] = mapped_column(String(60))
     cost: Mapped[float] = mapped_column(Float, default=0.0)
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # added later: see
+    # PlatformStore.create_schema, which adds it to older databases
 
 
 metering_table = MeteringRow.__table__

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, event, inspect, select, text
+from sqlalchemy.schema import CreateColumn
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,6 +21,7 @@ from compoundry.store.tables import (
     DeploymentStatus,
     Replica,
     Route,
+    VariantRoute,
     WebhookDelivery,
 )
 
@@ -41,6 +43,11 @@ class RouteView:
     model_version: str
     engine: str
     replicas: tuple[ReplicaView, ...]
+    variant: str | None = None  # the experiment variant this route serves; None: the component's serving route
+    variants: tuple["RouteView", ...] = ()  # on the serving route: the component's variant routes
+
+    def variant_route(self, name: str) -> "RouteView | None":
+        return next((v for v in self.variants if v.variant == name), None)
 
 
 @dataclass(frozen=True)
@@ -54,8 +61,9 @@ class DeploymentView:
     status: str
     load_time_s: float | None
     error: str | None
-    routed: bool
+    routed: bool  # serving traffic: the component's route or an experiment variant's
     replicas: tuple[ReplicaView, ...]
+    variant: str | None = None  # the experiment variant it serves, when variant-routed
 
 
 class PlatformStore:
@@ -69,6 +77,7 @@ class PlatformStore:
     def create_schema(self) -> None:
         import compoundry.metering.tables  # noqa: F401  (registers metering_records on Base)
         Base.metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -154,20 +163,40 @@ class PlatformStore:
                 row.deployment_id = deployment_id
             return previous if previous != deployment_id else None
 
+    def set_variant_route(self, component: str, variant: str, deployment_id: str) -> str | None:
+        """Point one experiment variant of a component at a deployment; returns the one it replaced."""
+        with self._session.begin() as s:
+            row = s.get(VariantRoute, (component, variant))
+            previous = row.deployment_id if row else None
+            if row is None:
+                s.add(VariantRoute(component=component, variant=variant, deployment_id=deployment_id))
+            else:
+                row.deployment_id = deployment_id
+            return previous if previous != deployment_id else None
+
+    def clear_variant_route(self, component: str, variant: str) -> str | None:
+        """Remove a variant route (its traffic goes back to the serving route); returns its deployment."""
+        with self._session.begin() as s:
+            row = s.get(VariantRoute, (component, variant))
+            if row is None:
+                return None
+            s.delete(row)
+            return row.deployment_id
+
     # --- reads ---------------------------------------------------------------
     def routes(self) -> dict[str, RouteView]:
-        """Routed components with their ready replicas (the gateway's only read)."""
+        """Routed components with their ready replicas and variant routes (the gateway's only read)."""
         with self._session() as s:
             rows = s.execute(select(Route, Deployment).join(Deployment, Route.deployment_id == Deployment.id)).all()
-            replicas = _replicas_by_deployment(s, [d.id for _, d in rows], ready_only=True)
-            return {
-                route.component: RouteView(
-                    component=route.component, deployment_id=dep.id, model_name=dep.model_name,
-                    model_version=dep.model_version, engine=dep.engine,
-                    replicas=tuple(replicas.get(dep.id, ())),
-                )
-                for route, dep in rows
-            }
+            variant_rows = s.execute(select(VariantRoute, Deployment)
+                                     .join(Deployment, VariantRoute.deployment_id == Deployment.id)).all()
+            replicas = _replicas_by_deployment(s, [d.id for _, d in rows + variant_rows], ready_only=True)
+            variants: dict[str, list[RouteView]] = {}
+            for vr, dep in variant_rows:
+                variants.setdefault(vr.component, []).append(_route_view(vr.component, dep, replicas, vr.variant))
+            return {route.component: _route_view(route.component, dep, replicas, None,
+                                                 tuple(variants.get(route.component, ())))
+                    for route, dep in rows}
 
     def deployments(self, component: str | None = None) -> list[DeploymentView]:
         with self._session() as s:
@@ -175,15 +204,17 @@ class PlatformStore:
             if component:
                 query = query.filter_by(component=component)
             deps = list(s.scalars(query))
-            routed = {r.deployment_id for r in s.scalars(select(Route))}
+            routed: dict[str, str | None] = {r.deployment_id: None for r in s.scalars(select(Route))}
+            routed |= {v.deployment_id: v.variant for v in s.scalars(select(VariantRoute))}
             replicas = _replicas_by_deployment(s, [d.id for d in deps], ready_only=False)
-            return [_view(d, d.id in routed, replicas.get(d.id, ())) for d in deps]
+            return [_view(d, d.id in routed, replicas.get(d.id, ()), routed.get(d.id)) for d in deps]
 
     def deployment(self, deployment_id: str) -> DeploymentView | None:
         return next((d for d in self.deployments() if d.id == deployment_id), None)
 
     def routed_deployment(self, component: str) -> DeploymentView | None:
-        return next((d for d in self.deployments(component) if d.routed), None)
+        """The deployment on the component's serving route (not an experiment variant's)."""
+        return next((d for d in self.deployments(component) if d.routed and d.variant is None), None)
 
 
 def _replicas_by_deployment(s: Session, deployment_ids: list[str], ready_only: bool) -> dict[str, list[ReplicaView]]:
@@ -198,12 +229,38 @@ def _replicas_by_deployment(s: Session, deployment_ids: list[str], ready_only: b
     return grouped
 
 
-def _view(d: Deployment, routed: bool, replicas) -> DeploymentView:
+def _route_view(component: str, dep: Deployment, replicas: dict[str, list[ReplicaView]], variant: str | None,
+                variants: tuple[RouteView, ...] = ()) -> RouteView:
+    return RouteView(component=component, deployment_id=dep.id, model_name=dep.model_name,
+                     model_version=dep.model_version, engine=dep.engine, replicas=tuple(replicas.get(dep.id, ())),
+                     variant=variant, variants=variants)
+
+
+def _view(d: Deployment, routed: bool, replicas, variant: str | None = None) -> DeploymentView:
     return DeploymentView(
         id=d.id, component=d.component, model_name=d.model_name, model_version=d.model_version,
         engine=d.engine, bento_tag=d.bento_tag, status=d.status, load_time_s=d.load_time_s,
-        error=d.error, routed=routed, replicas=tuple(replicas),
+        error=d.error, routed=routed, replicas=tuple(replicas), variant=variant,
     )
+
+
+def _add_missing_columns(engine) -> None:
+    """Additive upgrades only: a column the model has and an older database lacks is added with its
+    server default. Anything else (renames, type changes) would need a real migration tool (Alembic)."""
+    inspector = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable and column.server_default is None:
+                raise RuntimeError(f"the platform database lacks {table.name}.{column.name}, which has no default to "
+                                   "add it with; migrate the database or start from a fresh state dir")
+            ddl = CreateColumn(column).compile(dialect=engine.dialect)
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {ddl}"))
 
 
 def _sqlite_wal(dbapi_connection, _record) -> None:

@@ -70,6 +70,20 @@ class Route(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
+class VariantRoute(Base):
+    """Which deployment serves one experiment variant of a component (A/B and shadow routing).
+
+    A separate table from ``routes`` so the serving route stays one row per
+    component: a variant route exists only while an experiment needs it.
+    """
+
+    __tablename__ = "variant_routes"
+    component: Mapped[str] = mapped_column(String(100), primary_key=True)
+    variant: Mapped[str] = mapped_column(String(100), primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
 class DeployClaim(Base):
     """First path (webhook, poll, CLI) to see a model version claims its deploy."""
 

@@ -131,12 +131,12 @@ def restore_routed_replicas(settings) -> list[str]:
 
     config = load_config(settings.config_dir)
     starting = []
-    for component, view in _routed(store).items():
+    for view in _routed(store):
         if any(pid_alive(r.pid) for r in view.replicas if r.pid):
             continue
         for r in view.replicas:
             store.set_replica_status(r.id, DeploymentStatus.STOPPED)
-        comp = config.components.get(component)
+        comp = config.components.get(view.component)
         if comp is None or not view.bento_tag:
             continue
         handle = target.start_replica(view.id, view.bento_tag, f"models:/{view.model_name}/{view.model_version}",
@@ -155,7 +155,8 @@ def restore_routed_replicas(settings) -> list[str]:
 
 
 def _routed(store: PlatformStore):
-    return {d.component: d for d in store.deployments() if d.routed}
+    """Deployments serving traffic: each component's route and its experiment variants' routes."""
+    return [d for d in store.deployments() if d.routed]
 
 
 def _port_of(url: str) -> int:

@@ -43,8 +43,14 @@ def _free(port: int) -> bool:
 
 @contextmanager
 def platform_env(state_dir: Path):
+    """Environment of a test platform in ``state_dir``, with its own copy of configs/ (tests may edit it)."""
+    import shutil
+
     start, end = free_port_range()
+    config_dir = state_dir / "configs"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "configs", config_dir, dirs_exist_ok=True)
     overrides = {
+        "COMPOUNDRY_CONFIG_DIR": str(config_dir),
         "COMPOUNDRY_STATE_DIR": str(state_dir),
         "COMPOUNDRY_MLFLOW_PORT": str(free_port()),
         "COMPOUNDRY_PREFECT_PORT": str(free_port()),

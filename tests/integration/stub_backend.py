@@ -31,13 +31,14 @@ def free_port() -> int:
 def stub_app(name: str) -> FastAPI:
     app = FastAPI()
     app.state.calls = 0
+    app.state.extra_delay_ms = 0  # added to every /invoke (a slow replica, whatever the inputs)
 
     @app.post("/invoke")
     async def invoke(body: dict[str, Any] = Body(...)):
         app.state.calls += 1
         inputs = body.get("inputs")
         options = inputs if isinstance(inputs, dict) else {}
-        await asyncio.sleep(float(options.get("delay_ms", 0)) / 1000)
+        await asyncio.sleep((float(options.get("delay_ms", 0)) + app.state.extra_delay_ms) / 1000)
         if options.get("fail"):
             return JSONResponse({"error": f"{name}: asked to fail"}, status_code=500)
         if options.get("reject"):

@@ -41,6 +41,8 @@ components:
     engine: llm
     mode: serverless
     serverless: {openai: {url: "STUB_A/v1", model: stub-model, api_key_env: STUB_KEY}}
+  ab: {model: m-ab, engine: pyfunc}
+  mirrored: {model: m-mirrored, engine: pyfunc}
   hybrid:
     model: m-hybrid
     engine: llm
@@ -74,6 +76,24 @@ pipelines:
 """
 
 
+EXPERIMENTS = """
+experiments:
+  ab-test:
+    component: ab
+    sticky_key: session
+    variants:
+      - {name: champion, alias: champion, weight: 70}
+      - {name: challenger, alias: challenger, weight: 30}
+  mirror-test:
+    component: mirrored
+    sticky_key: user
+    variants:
+      - {name: champion, alias: champion, weight: 100}
+      - {name: candidate, version: "2", weight: 0}
+    shadow: {variant: candidate, fraction: 1.0}
+"""
+
+
 def wait_for(predicate, timeout_s: float = 10, interval_s: float = 0.05, what: str = "condition"):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -86,7 +106,7 @@ def wait_for(predicate, timeout_s: float = 10, interval_s: float = 0.05, what: s
 
 @pytest.fixture(scope="module")
 def stubs():
-    replicas = {name: StubReplica(name).start() for name in ("a", "b", "c")}
+    replicas = {name: StubReplica(name).start() for name in ("a", "b", "c", "d")}
     yield replicas
     for replica in replicas.values():
         replica.stop()
@@ -119,6 +139,15 @@ def db(tmp_path_factory, stubs):
     store.add_replica("brittle-v1-b", "brittle-v1", stubs["b"].url, None, ready)
     store.add_replica("halfdead-v1-a", "halfdead-v1", stubs["a"].url, None, ready)
     store.add_replica("halfdead-v1-x", "halfdead-v1", f"http://127.0.0.1:{free_port()}", None, ready)  # nobody there
+    for component, variant, version, stub in (("ab", None, "1", "a"), ("ab", "challenger", "2", "b"),
+                                              ("mirrored", None, "1", "a"), ("mirrored", "candidate", "2", "d")):
+        deployment = f"{component}-v{version}"
+        store.add_deployment(deployment, component, f"m-{component}", version, "pyfunc")
+        store.add_replica(f"{deployment}-{stub}", deployment, stubs[stub].url, None, ready)
+        if variant is None:
+            store.set_route(component, deployment)
+        else:
+            store.set_variant_route(component, variant, deployment)
     yield store, state
     store.close()
 
@@ -135,6 +164,7 @@ def gateway(config_dir, db):
                                               "gateway: {blocked_terms: {confidential: [project nightingale]}}\n")
     (config_dir / "components.yaml").write_text(COMPONENTS.replace("STUB_A", db[0].stub_a_url))
     (config_dir / "pipelines.yaml").write_text(PIPELINES)
+    (config_dir / "experiments.yaml").write_text(EXPERIMENTS)
     port = free_port()
     env = {**os.environ, "STUB_KEY": "sk-stub", "COMPOUNDRY_CONFIG_DIR": str(config_dir), "COMPOUNDRY_STATE_DIR": str(state),
            "COMPOUNDRY_GATEWAY_PORT": str(port), "COMPOUNDRY_DATABASE_URL": f"sqlite:///{state / 'platform.db'}"}
@@ -615,3 +645,76 @@ def test_fuzzed_requests_never_crash_the_gateway(gateway):
     print(f"\nfuzzed {len(statuses)} requests over {len(operations)} operations: "
           f"{ {code: statuses.count(code) for code in sorted(set(statuses))} }")
     assert len(statuses) >= 5 * len(operations)
+
+
+def test_ab_split_is_sticky_by_session_and_honours_the_weights(gateway, db):
+    from compoundry.gateway.split import SplitPlan
+
+    plan = SplitPlan.build("ab-test", [("champion", 70), ("challenger", 30)])
+    replica_of = {"champion": "a", "challenger": "b"}
+    served = {}
+    for i in range(120):
+        session = f"sess-{i}"
+        first, again = (gateway.post("/v1/components/ab", json={"inputs": {"n": n}},
+                                     headers={"X-Session-Id": session, "X-Request-Id": f"ab-{i}-{n}"}).json()
+                        for n in (1, 2))
+        assert first["variant"] == again["variant"]  # sticky across requests
+        assert first["variant"] == plan.variant_for(f"s:{session}")  # the same stable hash everywhere
+        assert first["outputs"]["replica"] == replica_of[first["variant"]]  # and the variant's own route answered
+        served[session] = first["variant"]
+    share = sum(v == "challenger" for v in served.values()) / len(served)
+    assert 0.15 <= share <= 0.45  # 30 % configured; a fixed hash of 120 keys
+
+    import sqlalchemy as sa
+
+    store, _ = db
+
+    def variants():
+        query = sa.text("select request_id, variant, deployment_id from metering_records "
+                        "where component = 'ab' and request_id like 'ab-%-1'")
+        with store.engine.connect() as conn:
+            return {r.request_id: (r.variant, r.deployment_id) for r in conn.execute(query)}
+    metered = wait_for(lambda: len(variants()) == 120 and variants(), timeout_s=10, what="metering rows")
+    assert {metered[f"ab-{i}-1"][0] for i in range(120)} == {"champion", "challenger"}
+    assert all(dep == ("ab-v2" if v == "challenger" else "ab-v1") for v, dep in metered.values())
+
+
+def test_a_variant_without_a_ready_route_is_served_by_the_champion(gateway, db):
+    store, _ = db
+    store.set_replica_status("ab-v2-b", DeploymentStatus.STOPPED)
+    try:
+        wait_for(lambda: not gateway.get("/v1/routes").json()["routes"]["ab"]["variants"]["challenger"]["replicas"],
+                 what="the challenger's replica to leave the routes")
+        answers = [gateway.post("/v1/components/ab", json={"inputs": {}}, headers={"X-Session-Id": f"s{i}"}).json()
+                   for i in range(30)]
+        assert {a["variant"] for a in answers} == {"champion"} and {a["outputs"]["replica"] for a in answers} == {"a"}
+    finally:
+        store.set_replica_status("ab-v2-b", DeploymentStatus.READY)
+
+
+def test_shadow_mirrors_every_request_without_touching_the_response_or_its_latency(gateway, db, stubs):
+    import sqlalchemy as sa
+
+    store, _ = db
+    stubs["d"].app.state.extra_delay_ms = 1500  # the shadow variant is slow
+    before = stubs["d"].calls
+    try:
+        for i in range(8):
+            started = time.monotonic()
+            response = gateway.post("/v1/components/mirrored", json={"inputs": {"i": i}},
+                                    headers={"X-User-Id": f"user-{i}", "X-Request-Id": f"mirror-{i}"})
+            assert response.status_code == 200
+            assert response.json()["variant"] == "champion" and response.json()["outputs"]["replica"] == "a"
+            assert time.monotonic() - started < 1.0  # the answer never waits for the 1.5 s shadow
+        wait_for(lambda: stubs["d"].calls - before == 8, timeout_s=10, what="8 mirrored calls at the shadow")
+    finally:
+        stubs["d"].app.state.extra_delay_ms = 0
+
+    def rows():
+        query = sa.text("select variant, deployment_id, shadow, outcome from metering_records "
+                        "where request_id like 'mirror-%' order by shadow")
+        with store.engine.connect() as conn:
+            return conn.execute(query).all()
+    found = wait_for(lambda: len(rows()) == 16 and rows(), timeout_s=10, what="metering rows for both copies")
+    assert {(r.variant, r.deployment_id, bool(r.shadow), r.outcome) for r in found} == {
+        ("champion", "mirrored-v1", False, "ok"), ("candidate", "mirrored-v2", True, "ok")}

@@ -204,6 +204,50 @@ def test_moving_the_champion_alias_back_rolls_back_through_the_alias_webhook(pla
     assert ModelStore(platform.mlflow_url).by_alias("compoundry-intent-classifier", "champion").version == previous
 
 
+def test_moving_the_challenger_alias_deploys_a_variant_that_gets_its_sticky_share(platform, demo_pipeline):
+    """An enabled experiment + `compoundry alias ... challenger N` → webhook → deploy as a variant route → split."""
+    from typer.testing import CliRunner
+
+    from compoundry.cli import app
+    from registry.demo_models import log_intent_classifier
+
+    model, experiments = "compoundry-intent-classifier", platform.config_dir / "experiments.yaml"
+    experiments.write_text("experiments:\n  classifier-ab:\n    component: intent-classifier\n    variants:\n"
+                           "      - {name: champion, alias: champion, weight: 50}\n"
+                           "      - {name: challenger, alias: challenger, weight: 50}\n")
+    try:
+        time.sleep(2.5)  # the gateway polls configs/ each second: let it see the experiment before the webhook
+        champion = routes(platform)["intent-classifier"].model_version
+        store = ModelStore(platform.mlflow_url)
+        other = next((v.version for v in store.versions(model) if v.version != champion), None)
+        if other is None:
+            import mlflow
+
+            mlflow.set_tracking_uri(platform.mlflow_url)
+            with mlflow.start_run(run_name="classifier-challenger"):
+                other = store.register(model, log_intent_classifier(), tags={"compoundry.deploy": "false"}).version
+        result = CliRunner().invoke(app, ["alias", model, "challenger", other])
+        assert result.exit_code == 0, result.output
+
+        def challenger_ready():
+            variant = routes(platform)["intent-classifier"].variant_route("challenger")
+            return variant is not None and variant.replicas and variant
+        variant = wait_until(challenger_ready, timeout_s=300, interval_s=1, what="the challenger's variant route")
+        assert variant.model_version == other
+        assert routes(platform)["intent-classifier"].model_version == champion  # the serving route did not move
+        assert store.by_alias(model, "champion").version == champion
+        with gateway(platform) as gw:
+            wait_until(lambda: gw.get("/v1/routes").json()["routes"]["intent-classifier"]["variants"]
+                       .get("challenger", {}).get("replicas"), timeout_s=10, what="the gateway to see the variant")
+            answers = [gw.post("/v1/components/intent-classifier", headers={"X-Session-Id": f"journey-{i}"},
+                               json={"inputs": {"data": ["refund my invoice"]}}).json() for i in range(30)]
+        by_variant = {a["variant"]: (a["deployment"], a["model_version"]) for a in answers}
+        assert by_variant == {"champion": (routes(platform)["intent-classifier"].deployment_id, champion),
+                              "challenger": (variant.deployment_id, other)}
+    finally:
+        experiments.write_text("experiments: {}\n")
+
+
 def test_restart_keeps_models_deployments_and_routes(platform, demo_pipeline):
     """`compoundry down` + `up`: the database keeps routes, `up` starts their replicas again."""
     from compoundry.platform.supervisor import Supervisor

@@ -60,3 +60,38 @@ def test_poll_deploys_first_version_when_nothing_is_routed():
 def test_poll_sees_alias_rollback():
     polled = on_poll("cls-model", "3", {}, "1", "champion", [CLS], {"classifier": "3"})
     assert names(polled) == [("classifier", "1", "alias:champion:from:3")]
+
+
+EMB_AB = ComponentTarget("embedder", "emb-model", "champion", (("challenger", "challenger"),))
+
+
+def test_moving_a_variant_alias_deploys_that_version_as_the_variant_route():
+    requests = on_alias_set("emb-model", "challenger", "3", [EMB_AB], {"embedder": "2"}, "webhook", {})
+    assert [(r.component, r.version, r.variant, r.reason) for r in requests] == [
+        ("embedder", "3", "challenger", "variant:challenger:alias:challenger:from:None")]
+    assert requests[0].parameters["variant"] == "challenger"
+
+
+def test_a_variant_alias_already_routed_deploys_nothing():
+    assert on_alias_set("emb-model", "challenger", "3", [EMB_AB], {"embedder": "2"}, "webhook",
+                        {("embedder", "challenger"): "3"}) == []
+
+
+def test_without_an_enabled_experiment_a_challenger_alias_deploys_nothing():
+    assert on_alias_set("emb-model", "challenger", "3", [EMB], {"embedder": "2"}, "webhook", {}) == []
+
+
+def test_targets_from_config_list_only_enabled_experiments_other_aliases():
+    from types import SimpleNamespace as NS
+
+    from compoundry.deploy_policy import targets_from_config
+
+    variants = [NS(name="champion", alias="champion"), NS(name="challenger", alias="challenger"),
+                NS(name="pinned", alias=None)]
+    config = NS(components={"embedder": NS(model="emb-model", alias="champion"),
+                            "classifier": NS(model="cls-model", alias="champion")},
+                experiments={"on": NS(enabled=True, component="embedder", variants=variants),
+                             "off": NS(enabled=False, component="classifier", variants=variants)})
+    targets = {t.name: t for t in targets_from_config(config)}
+    assert targets["embedder"].variant_aliases == (("challenger", "challenger"),)
+    assert targets["classifier"].variant_aliases == ()

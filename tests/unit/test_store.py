@@ -32,3 +32,46 @@ def test_routes_list_only_ready_replicas_and_switch_blue_green(store):
     route = store.routes()["emb"]
     assert (route.model_version, [r.url for r in route.replicas]) == ("2", ["http://127.0.0.1:9101"])
     assert [d.id for d in store.deployments() if d.routed] == ["green"]
+
+
+def test_variant_routes_ride_on_the_serving_route_and_leave_it_alone(store):
+    store.add_deployment("emb-v1", "emb", "m", "1", "pyfunc")
+    store.add_replica("emb-v1-r0", "emb-v1", "http://127.0.0.1:9100", None, DeploymentStatus.READY)
+    store.set_route("emb", "emb-v1")
+    store.add_deployment("emb-challenger-v2", "emb", "m", "2", "pyfunc")
+    store.add_replica("emb-challenger-v2-r0", "emb-challenger-v2", "http://127.0.0.1:9101", None,
+                      DeploymentStatus.READY)
+    assert store.set_variant_route("emb", "challenger", "emb-challenger-v2") is None
+    route = store.routes()["emb"]
+    assert route.deployment_id == "emb-v1" and route.variant is None
+    challenger = route.variant_route("challenger")
+    assert (challenger.deployment_id, challenger.model_version, challenger.variant) == ("emb-challenger-v2", "2",
+                                                                                      "challenger")
+    assert [r.url for r in challenger.replicas] == ["http://127.0.0.1:9101"]
+    assert store.routed_deployment("emb").id == "emb-v1"  # the serving route, never the variant's
+    assert {(d.id, d.variant) for d in store.deployments() if d.routed} == {("emb-v1", None),
+                                                                           ("emb-challenger-v2", "challenger")}
+    assert store.clear_variant_route("emb", "challenger") == "emb-challenger-v2"
+    assert store.routes()["emb"].variants == () and store.clear_variant_route("emb", "challenger") is None
+
+
+def test_create_schema_adds_columns_an_older_database_lacks(tmp_path):
+    import sqlalchemy as sa
+
+    from compoundry.store import PlatformStore
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = PlatformStore(url)
+    old.create_schema()
+    with old.engine.begin() as conn:  # metering_records as it was before the shadow column, with a row
+        conn.execute(sa.text("alter table metering_records drop column shadow"))
+        conn.execute(sa.text("insert into metering_records (timestamp, tenant, pipeline_id, request_id, component, "
+                             "variant, deployment_id, mode, latency_class, outcome, queue_ms, cold_start_ms, compute_ms, "
+                             "prompt_tokens, completion_tokens, cost) values ('2026-11-25 10:00:00', 'acme', '', "
+                             "'r1', 'emb', 'champion', 'emb-v1', 'dedicated', 'interactive', 'ok', 0, 0, 0, 0, 0, 0)"))
+    old.close()
+    store = PlatformStore(url)
+    store.create_schema()
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("select tenant, shadow from metering_records")).one() == ("acme", False)
+    store.close()
