@@ -212,7 +212,8 @@ def test_moving_the_challenger_alias_deploys_a_variant_that_gets_its_sticky_shar
     from registry.demo_models import log_intent_classifier
 
     model, experiments = "compoundry-intent-classifier", platform.config_dir / "experiments.yaml"
-    experiments.write_text("experiments:\n  classifier-ab:\n    component: intent-classifier\n    variants:\n"
+    shipped = experiments.read_text()  # schedules.yaml names its experiment: keep it, add ours
+    experiments.write_text(shipped + "  classifier-ab:\n    component: intent-classifier\n    variants:\n"
                            "      - {name: champion, alias: champion, weight: 50}\n"
                            "      - {name: challenger, alias: challenger, weight: 50}\n")
     try:
@@ -245,7 +246,7 @@ def test_moving_the_challenger_alias_deploys_a_variant_that_gets_its_sticky_shar
         assert by_variant == {"champion": (routes(platform)["intent-classifier"].deployment_id, champion),
                               "challenger": (variant.deployment_id, other)}
     finally:
-        experiments.write_text("experiments: {}\n")
+        experiments.write_text(shipped)
 
 
 def test_restart_keeps_models_deployments_and_routes(platform, demo_pipeline):
