@@ -33,8 +33,9 @@ test: $(STAMP)  ## unit + integration tests (starts and stops every server it ne
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-bench: $(STAMP)  ## benchmarks; results in bench/results/ and docs/benchmarks.md
+bench: $(STAMP)  ## benchmarks; results in bench/results/ and docs/benchmarks.md (gateway.py needs nginx, wrk, node)
 	$(BIN)/python bench/registration_to_serving.py
+	$(BIN)/python bench/gateway.py
 
 clean: down
 	rm -rf .compoundry

@@ -24,6 +24,7 @@ class GatewayMetrics:
     def __init__(self, components: Callable[[], dict]):
         self.registry = CollectorRegistry()
         self.components = components
+        self._children: dict[tuple[str, str, str, str], tuple] = {}  # label values -> (counter, histogram)
         self.calls = Counter("compoundry_component_calls", "Component calls by outcome",
                              ["component", "variant", "mode", "outcome"], registry=self.registry)
         self.latency = Histogram("compoundry_component_call_seconds", "Component call latency, cold-start hold "
@@ -39,9 +40,12 @@ class GatewayMetrics:
     def on_call(self, call: CallRecord) -> None:
         config = self.components().get(call.component)
         mode = config.mode if config is not None else ""
-        variant = call.variant or call.model_version or ""
-        self.calls.labels(call.component, variant, mode, call.outcome).inc()
-        self.latency.labels(call.component, variant, mode).observe((call.cold_start_ms + call.compute_ms) / 1000)
+        key = (call.component, call.variant or call.model_version or "", mode, call.outcome)
+        children = self._children.get(key)
+        if children is None:  # .labels() takes a lock and builds a key on every call: look each set up once
+            children = self._children[key] = (self.calls.labels(*key), self.latency.labels(*key[:3]))
+        children[0].inc()
+        children[1].observe((call.cold_start_ms + call.compute_ms) / 1000)
         if call.cold_start_ms:
             self.cold_start.labels(call.component).observe(call.cold_start_ms / 1000)
 

@@ -54,19 +54,20 @@ class Security:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        request_id = scope.get("state", {}).get("request_id")
-        refusal = self._refusal(scope)
+        headers = _wanted_headers(scope)
+        refusal = self._refusal(scope, headers)
         if refusal is not None:
+            request_id = scope.get("state", {}).get("request_id")
             return await error_response(refusal, request_id)(scope, receive, send)
-        if _has_header(scope, b"content-length"):
+        if "content-length" in headers:
             return await self.app(scope, receive, send)  # checked against the limit in _refusal
+        request_id = scope.get("state", {}).get("request_id")
         body = await self._read_limited(receive)  # chunked: read (bounded) before the app sees it
         if body is None:
             return await error_response(self._too_large(), request_id)(scope, receive, send)
         await self.app(scope, _replay(body, receive), send)
 
-    def _refusal(self, scope) -> GatewayError | None:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    def _refusal(self, scope, headers: dict[str, str]) -> GatewayError | None:
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_body_bytes:
             return self._too_large()
@@ -102,8 +103,17 @@ class Security:
                                {"max_body_bytes": self.max_body_bytes})
 
 
-def _has_header(scope, name: bytes) -> bool:
-    return any(key.lower() == name for key, _ in scope.get("headers", []))
+_WANTED = {b"content-length": "content-length", b"authorization": "authorization", b"x-api-key": "x-api-key"}
+
+
+def _wanted_headers(scope) -> dict[str, str]:
+    """The headers this middleware reads, in one pass (a repeated header: the last one, as before)."""
+    found = {}
+    for key, value in scope.get("headers", []):
+        name = _WANTED.get(key) or _WANTED.get(key.lower())
+        if name is not None:
+            found[name] = value.decode("latin-1")
+    return found
 
 
 def _replay(body: bytes, receive):

@@ -1,0 +1,86 @@
+"""The ``## Gateway`` section of docs/benchmarks.md, from bench/results/gateway.json."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+TARGETS = "p50 ≤ 1 ms, p99 ≤ 5 ms added at 64 clients, within 2× of nginx; fan-out p99 ≤ 5 ms; ≥ 2,250 calls/s"
+
+
+def _f(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b <= 0:
+        return "—"
+    return f"{a / b:.1f}×"
+
+
+def latency_table(result: dict) -> list[str]:
+    lines = ["| clients | path | p50 / p99 (ms) | added p50 / p99 (ms) | added p50 vs nginx | req/s | errors |",
+             "|---|---|---|---|---|---|---|"]
+    by = {(r["group"], r["path"], r["clients"]): r for r in result["rows"]}
+    for r in result["rows"]:
+        nginx = by.get(("invoke", "nginx", r["clients"]))
+        vs_nginx = _ratio(r.get("added_p50_ms"), nginx and nginx.get("added_p50_ms")) \
+            if r["group"] in ("invoke", "chat") and r["path"] not in ("direct", "nginx") else ""
+        added = f"{_f(r.get('added_p50_ms'))} / {_f(r.get('added_p99_ms'))}" if "added_p50_ms" in r else ""
+        if r["group"] == "pipeline":
+            added = f"fan-out overhead {_f(r.get('overhead_p50_ms'))} / {_f(r.get('overhead_p99_ms'))}"
+        lines.append(f"| {r['clients']} | {r['group']}: {r['path']} | {_f(r['p50_ms'])} / {_f(r['p99_ms'])} | "
+                     f"{added} | {vs_nginx} | {r['rps']:.0f} | {r['errors']} |")
+    return lines
+
+
+def throughput_table(result: dict) -> list[str]:
+    lines = ["| path | " + " | ".join(f"{c} clients req/s (errors)" for c in _levels(result)) + " | best sustained |",
+             "|---|" + "---|" * (len(_levels(result)) + 1)]
+    paths = list(dict.fromkeys(f"{r['group']}/{r['path']}" for r in result["throughput"]))
+    for path in paths:
+        cells = []
+        for clients in _levels(result):
+            r = next((r for r in result["throughput"] if f"{r['group']}/{r['path']}" == path
+                      and r["clients"] == clients), None)
+            cells.append("—" if r is None else f"{r['rps']:.0f} ({r['errors']})")
+        best = result["best_throughput"].get(path)
+        best_cell = f"{best['rps']:.0f} ({best['clients']} clients)" if best else "none error-free"
+        lines.append(f"| {path} | " + " | ".join(cells) + f" | {best_cell} |")
+    return lines
+
+
+def _levels(result: dict) -> list[int]:
+    return sorted({r["clients"] for r in result["throughput"]})
+
+
+def write_doc(result: dict, extra: str = "") -> None:
+    from bench.registration_to_serving import _replace_section
+
+    notes = (ROOT / "bench" / "gateway_notes.md")
+    section = (
+        f"## Gateway\n\n`{result['command']}` — {result['at']}, {result['machine']}, {result['cpus']} cores, "
+        f"Python {result['python']}; {result['wrk']}; {result['nginx']} ({result['nginx_workers']} worker); "
+        f"node {result['node']} stub; LiteLLM: {result['litellm']}. Raw: `bench/results/gateway.json`; "
+        f"the run took {result['seconds']} s.\n\n"
+        f"A Node stub replica with a fixed {result['stub_delay_ms']:g} ms latency, called by wrk "
+        f"({result['wrk_threads']} thread, closed loop, each client one keep-alive connection) directly, through "
+        "nginx `proxy_pass` (the floor), through one compoundry gateway process (API key, trust layer, breaker, "
+        "lane, balancer, metering, metrics) and, for OpenAI chat completions, through LiteLLM's proxy (one "
+        "worker, master key). Added = path percentile minus the direct percentile at the same concurrency. "
+        "The pipeline is 3 parallel steps and a join (4 component calls, 2 on the critical path); its fan-out "
+        "overhead is the gateway's `overhead_ms` (total minus the critical path's step durations), collected "
+        f"from every answer. Targets (issue 3): {TARGETS}.\n\n"
+        + "\n".join(latency_table(result)) + "\n\n"
+        "Highest sustained throughput (0 ms stub, no errors, same run):\n\n"
+        + "\n".join(throughput_table(result)) + "\n\n"
+        + (notes.read_text().strip() + "\n" if notes.exists() else "") + extra)
+    _replace_section(DOC, "## Gateway", section)
+
+
+if __name__ == "__main__":  # re-render the section from the last results: `python bench/gateway_report.py`
+    sys.path.insert(0, str(ROOT))
+    write_doc(json.loads((ROOT / "bench" / "results" / "gateway.json").read_text()))
