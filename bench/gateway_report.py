@@ -53,6 +53,27 @@ def throughput_table(result: dict) -> list[str]:
     return lines
 
 
+def target_table(result: dict) -> list[str]:
+    """Issue 3's targets against this run's figures: met or missed, computed, never written by hand."""
+    by = {(r["group"], r["path"], r["clients"]): r for r in result["rows"]}
+    gateway, nginx = by.get(("invoke", "compoundry", 64), {}), by.get(("invoke", "nginx", 64), {})
+    fanout = by.get(("pipeline", "compoundry", 64), {})
+    best = (result["best_throughput"].get("invoke/compoundry") or {}).get("rps")
+    vs_nginx = (gateway.get("added_p50_ms") / nginx["added_p50_ms"]
+                if gateway.get("added_p50_ms") is not None and nginx.get("added_p50_ms") else None)
+    checks = [("added p50 per call, 64 clients", gateway.get("added_p50_ms"), 1.0, "ms"),
+              ("added p99 per call, 64 clients", gateway.get("added_p99_ms"), 5.0, "ms"),
+              ("added p50 vs nginx's, 64 clients", vs_nginx, 2.0, "×"),
+              ("pipeline fan-out overhead p99, 64 clients", fanout.get("overhead_p99_ms"), 5.0, "ms")]
+    lines = ["| target | this run | verdict |", "|---|---|---|"]
+    for name, value, bound, unit in checks:
+        verdict = "—" if value is None else ("met" if value <= bound else "missed")
+        lines.append(f"| {name} ≤ {bound:g} {unit} | {_f(value)} {unit} | {verdict} |")
+    verdict = "—" if best is None else ("met" if best >= 2250 else "missed")
+    lines.append(f"| component calls/s, one gateway process ≥ 2,250 | {_f(best, 0)} | {verdict} |")
+    return lines
+
+
 def _levels(result: dict) -> list[int]:
     return sorted({r["clients"] for r in result["throughput"]})
 
@@ -77,6 +98,8 @@ def write_doc(result: dict, extra: str = "") -> None:
         + "\n".join(latency_table(result)) + "\n\n"
         "Highest sustained throughput (0 ms stub, no errors, same run):\n\n"
         + "\n".join(throughput_table(result)) + "\n\n"
+        "Issue 3's targets, from the figures above:\n\n"
+        + "\n".join(target_table(result)) + "\n\n"
         + (notes.read_text().strip() + "\n" if notes.exists() else "") + extra)
     _replace_section(DOC, "## Gateway", section)
 
