@@ -169,6 +169,7 @@ def create_app(settings, config, store) -> FastAPI:
             await reloader.stop()
             await key_refresher.stop()
             await routes.stop()
+            await dispatcher.aclose()
             await app.state.backend.aclose()
             if not await asyncio.to_thread(sink.close, 10.0):  # graceful shutdown flushes metering
                 log.warning("metering: %s records not written at shutdown", sink.stats().pending)

@@ -37,7 +37,6 @@ class ReplicaClient:
         self._limits = limits
         self._client = client or httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0), trust_env=False)
         self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -52,14 +51,6 @@ class ReplicaClient:
                                               timeout=aiohttp.ClientTimeout(total=30.0))
         return self._session
 
-    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
-        timeout = self._timeouts.get(seconds)
-        if timeout is None:
-            if len(self._timeouts) > 1024:  # deadlines make many distinct values: keep the cache bounded
-                self._timeouts.clear()
-            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
-        return timeout
-
     async def invoke(self, url: str, inputs: Any, timeout: float, component: str | None = None) -> Any:
         """POST the inputs to one replica's ``/invoke`` and return its JSON output."""
         return await self.post(url, "/invoke", {"inputs": inputs}, timeout, component)
@@ -73,7 +64,7 @@ class ReplicaClient:
         try:
             async with session.post(f"{url.rstrip('/')}{path}", data=json.dumps(body).encode(),
                                     headers={**JSON_HEADERS, **headers} if headers else JSON_HEADERS,
-                                    timeout=self._timeout(timeout)) as response:
+                                    timeout=aiohttp.ClientTimeout(total=timeout)) as response:
                 status, raw = response.status, await response.read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             where = {"component": component, "replica": url} if component else {"replica": url}

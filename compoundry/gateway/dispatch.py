@@ -53,6 +53,11 @@ from compoundry.store import RouteView
 
 log = logging.getLogger(__name__)
 HOLD_POLL_S = 0.05
+_NO_EXPERIMENTS: dict = {}
+
+
+def _no_experiments() -> dict:
+    return _NO_EXPERIMENTS  # the same object every time, so the variant router builds its plans once
 
 
 class CapacityRequester(Protocol):
@@ -79,7 +84,7 @@ class Dispatcher:
         self._balancers: dict[str, Balancer] = {}
         self._externals: dict[str, tuple[object, object]] = {}  # component -> (serverless block, adapter)
         self._lanes: dict[str, Lane] = {}
-        self.variants = VariantRouter(lambda: experiments() if experiments is not None else {})
+        self.variants = VariantRouter(experiments or _no_experiments)
         self._shadows: set[asyncio.Task] = set()  # mirrored calls in flight (kept referenced until done)
 
     async def call(self, component: str, inputs: Any, timeout_s: float, ctx: CallContext,
@@ -128,6 +133,12 @@ class Dispatcher:
         task = asyncio.create_task(self._shadow_call(route, config, inputs, replace(ctx, deadline=None), path, shadow))
         self._shadows.add(task)
         task.add_done_callback(self._shadows.discard)
+
+    async def aclose(self) -> None:
+        """Cancel mirrored calls still in flight (at shutdown: nobody waits for their answers)."""
+        for task in list(self._shadows):
+            task.cancel()
+        await asyncio.gather(*self._shadows, return_exceptions=True)
 
     async def _shadow_call(self, route: RouteView, config, inputs: Any, ctx: CallContext, path: str,
                            variant: str) -> None:

@@ -126,4 +126,4 @@ def _component(request: Request, name: str, engines: set[str], path: str):
 def _context(request: Request, component, user: Any = None):
     """The call context; OpenAI's ``user`` field is the sticky experiment key when no X-User-Id is sent."""
     ctx = context_from_request(request, component.latency_class)
-    return replace(ctx, user=str(user)[:200]) if ctx.user is None and isinstance(user, str) and user else ctx
+    return replace(ctx, user=user[:200]) if ctx.user is None and isinstance(user, str) and user else ctx
