@@ -1,0 +1,110 @@
+"""How many replicas one variant deployment should run: a pure function of its own load.
+
+Each deployment scales on *its own* invocation rate and in-flight requests,
+never on the pipeline's aggregate traffic (the study's lesson 1: a spike on
+the classifier must not scale the LLM). The rule is Little's law: the
+concurrency a deployment needs is ``arrival_rate x latency`` (or what is in
+flight and queued right now, if that is more), and each replica carries
+``target_concurrency`` of it.
+
+Two stabilisation windows keep the count from flapping, as Kubernetes' HPA
+does: a scale-up takes the *lowest* recommendation of the up window (0 s by
+default: react at once), a scale-down the *highest* of the down window. Scale
+to zero needs a full ``idle_window_s`` with no arrival and nothing in flight.
+The clock is the caller's ``now``: nothing here reads time or does I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Bounds:
+    min_replicas: int
+    max_replicas: int
+    target_concurrency: int
+    idle_window_s: float
+    up_window_s: float = 0.0
+    down_window_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
+            raise ValueError(f"need 0 <= min_replicas <= max_replicas >= 1, got {self.min_replicas}/{self.max_replicas}")
+        if self.target_concurrency < 1:
+            raise ValueError("target_concurrency must be >= 1")
+
+    def with_floor(self, floor: int) -> "Bounds":
+        """These bounds with min raised to ``floor`` (a scheduled warm-up), never above max."""
+        low = min(max(self.min_replicas, floor), self.max_replicas)
+        return Bounds(low, self.max_replicas, self.target_concurrency, self.idle_window_s,
+                      self.up_window_s, self.down_window_s)
+
+
+@dataclass(frozen=True)
+class Load:
+    """What one deployment saw recently."""
+
+    arrival_rate: float = 0.0  # requests per second over the observation window
+    in_flight: int = 0  # being served by its replicas now
+    queued: int = 0  # waiting: in its lane, or held for a cold start
+    latency_s: float = 0.0  # mean service time of recent calls (0 when unknown)
+
+    @property
+    def active(self) -> bool:
+        return self.arrival_rate > 0 or self.in_flight > 0 or self.queued > 0
+
+
+def needed_replicas(load: Load, target_concurrency: int) -> int:
+    """Replicas to carry ``load`` at ``target_concurrency`` each (Little's law), before any bound."""
+    concurrency = max(load.arrival_rate * load.latency_s, float(load.in_flight + load.queued))
+    if concurrency <= 0:
+        return 0
+    return max(1, math.ceil(concurrency / target_concurrency - 1e-9))
+
+
+class ReplicaPolicy:
+    """The replica count for one deployment, remembering only what stabilisation needs."""
+
+    def __init__(self, bounds: Bounds, now: float):
+        self.bounds = bounds
+        self.last_active = now  # a new deployment counts as just used: no instant scale to zero
+        self._history: deque[tuple[float, int]] = deque()
+
+    def recommend(self, now: float, load: Load, current: int) -> int:
+        """The replica count to run now, given the load and how many run (starting or ready)."""
+        if load.active:
+            self.last_active = now
+        raw = self._raw(now, load, current)
+        self._remember(now, raw)
+        if raw == 0:
+            return 0  # only reachable after a full idle window: that window was the stabilisation
+        if raw > current:
+            return min(r for t, r in self._history if t >= now - self.bounds.up_window_s)
+        if raw < current:
+            # a recommendation above ``current`` inside the window means "do not go down yet"
+            return min(current, max(r for t, r in self._history if t >= now - self.bounds.down_window_s))
+        return raw
+
+    def _raw(self, now: float, load: Load, current: int) -> int:
+        """The bounded recommendation before stabilisation."""
+        b = self.bounds
+        wanted = needed_replicas(load, b.target_concurrency)
+        idle_for = now - self.last_active
+        if wanted == 0 and current > 0 and idle_for < b.idle_window_s:
+            wanted = 1  # recently used: keep one replica warm until the idle window has passed
+        return min(max(wanted, b.min_replicas), b.max_replicas)
+
+    def _remember(self, now: float, raw: int) -> None:
+        self._history.append((now, raw))
+        horizon = now - max(self.bounds.up_window_s, self.bounds.down_window_s)
+        while self._history and self._history[0][0] < horizon:
+            self._history.popleft()
+
+    def scale_to_zero_at(self) -> float | None:
+        """When an idle deployment may go to zero (None when min_replicas keeps it up)."""
+        if self.bounds.min_replicas > 0:
+            return None
+        return self.last_active + self.bounds.idle_window_s
