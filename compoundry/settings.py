@@ -68,6 +68,18 @@ class GatewaySettings(_Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
 
 
+class AutoscalerSettings(_Strict):
+    """The gateway's autoscaler loop (the per-component bounds live in components.yaml ``scaling``)."""
+
+    enabled: bool = Field(True, description="scale replicas on load, from zero on demand, to zero when idle; "
+                                            "run it in one gateway only")
+    tick_s: float = Field(1.0, gt=0, description="how often each deployment's replica count is decided")
+    window_s: float = Field(10.0, gt=0, description="arrival rate and latency are measured over this window")
+    up_stabilization_s: float = Field(0.0, ge=0, description="a scale-up needs its recommendation held this long")
+    down_stabilization_s: float = Field(30.0, ge=0, description="a scale-down waits until no higher "
+                                                                "recommendation was made for this long")
+
+
 class PlatformConfig(_Strict):
     """The schema of ``configs/platform.yaml``."""
 
@@ -80,6 +92,7 @@ class PlatformConfig(_Strict):
     registry: RegistrySettings = RegistrySettings()
     route_refresh_s: float = Field(0.5, gt=0, description="how often gateways re-read routes")
     gateway: GatewaySettings = GatewaySettings()
+    autoscaler: AutoscalerSettings = AutoscalerSettings()
 
 
 class PlatformSettings:

@@ -38,6 +38,7 @@ from compoundry.gateway.metering_hook import metering_callback
 from compoundry.gateway.reload import ConfigReloader
 from compoundry.gateway.metrics import GatewayMetrics
 from compoundry.gateway.routes import Refresher, RouteTable
+from compoundry.scaling.runtime import build_autoscaler
 from compoundry.gateway.trust_layer import TrustLayer
 from compoundry.metering import MeteringSink
 from compoundry.gateway.security import Security
@@ -158,14 +159,22 @@ def create_app(settings, config, store) -> FastAPI:
         app.state.backend = dispatcher.backend = ReplicaClient()
         app.state.metering = sink = MeteringSink(store.engine)
         meter = metering_callback(sink, lambda: app.state.config.components)
-        dispatcher.on_call = lambda call: (meter(call), metrics.on_call(call))
         metrics.watch_state(dispatcher, sink)
         await routes.start()
+        autoscaler = app.state.autoscaler = build_autoscaler(settings, store, routes, dispatcher, lambda: app.state.config)
+        if autoscaler is None:
+            dispatcher.on_call = lambda call: (meter(call), metrics.on_call(call))
+        else:
+            dispatcher.on_call = lambda call: (meter(call), metrics.on_call(call), autoscaler.observe(call))
+            dispatcher.scaler = autoscaler
+            await autoscaler.start()
         await key_refresher.start()
         await reloader.start()
         try:
             yield
         finally:
+            if autoscaler is not None:
+                await autoscaler.stop()
             await reloader.stop()
             await key_refresher.stop()
             await routes.stop()
@@ -214,6 +223,13 @@ def _add_probe_routes(app: FastAPI) -> None:
     async def prometheus_metrics(request: Request):
         registry = request.app.state.metrics.registry
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/scaling", tags=["routes"], summary="Replicas per deployment, warm-up floors, recent scaling")
+    async def scaling_state(request: Request):
+        autoscaler = request.app.state.autoscaler
+        if autoscaler is None:
+            return {"enabled": False}
+        return {"enabled": True, **autoscaler.describe()}
 
     @app.get("/v1/routes", tags=["routes"], summary="Component -> deployment, model version, replica urls")
     async def list_routes(request: Request):

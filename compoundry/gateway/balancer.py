@@ -52,6 +52,10 @@ class Balancer(Generic[K]):
     def outstanding(self, replica: K) -> int:
         return self._outstanding.get(replica, 0)
 
+    def total_outstanding(self) -> int:
+        """Requests in flight on all replicas (the autoscaler's in-flight signal)."""
+        return sum(self._outstanding.values())
+
     def eligible(self, replicas: Sequence[K], exclude: Collection[K] = ()) -> list[K]:
         """Replicas below the limit and not excluded, deduplicated, in the given order."""
         seen: set[K] = set()

@@ -47,6 +47,7 @@ from compoundry.gateway.external import external_backend, external_route
 from compoundry.gateway.lanes import Lane, Shed
 from compoundry.gateway.modes import EXTERNAL, DedicatedState, choose_backend
 from compoundry.gateway.retry import should_retry
+from compoundry.gateway.shadow import ShadowMirror
 from compoundry.gateway.routes import RouteTable
 from compoundry.gateway.variants import VariantRouter
 from compoundry.store import RouteView
@@ -61,9 +62,11 @@ def _no_experiments() -> dict:
 
 
 class CapacityRequester(Protocol):
-    """The scaler interface the hold asks for a replica (the autoscaling issue supplies real ones)."""
+    """The autoscaler, as the request path sees it: both calls are cheap, in-memory, never awaited."""
 
-    def request_capacity(self, component: str, reason: str) -> None: ...
+    def on_access(self, component: str, variant: str | None) -> None: ...  # pre-warming, cold variants
+
+    def request_capacity(self, component: str, reason: str) -> None: ...  # a request is held: scale from zero
 
 
 class Dispatcher:
@@ -85,7 +88,8 @@ class Dispatcher:
         self._externals: dict[str, tuple[object, object]] = {}  # component -> (serverless block, adapter)
         self._lanes: dict[str, Lane] = {}
         self.variants = VariantRouter(experiments or _no_experiments)
-        self._shadows: set[asyncio.Task] = set()  # mirrored calls in flight (kept referenced until done)
+        self.shadows = ShadowMirror(self._call_route, self._record, lambda: self.settings.shadow_max_in_flight,
+                                    clock)
 
     async def call(self, component: str, inputs: Any, timeout_s: float, ctx: CallContext,
                    path: str = "/invoke") -> ComponentReply:
@@ -125,35 +129,13 @@ class Dispatcher:
 
     def _mirror(self, component: str, config, shadow: str | None, inputs: Any, ctx: CallContext, path: str) -> None:
         """Send a copy to the shadow variant in the background: never awaited, never seen by the client."""
-        if shadow is None:
-            return
-        route = self.variants.shadow_route(component, self.routes.routes.get(component), config.alias, shadow)
-        if route is None or len(self._shadows) >= self.settings.shadow_max_in_flight:
-            return
-        task = asyncio.create_task(self._shadow_call(route, config, inputs, replace(ctx, deadline=None), path, shadow))
-        self._shadows.add(task)
-        task.add_done_callback(self._shadows.discard)
+        if shadow is not None:
+            route = self.variants.shadow_route(component, self.routes.routes.get(component), config.alias, shadow)
+            self.shadows.send(route, config, inputs, replace(ctx, deadline=None), path, shadow)
 
     async def aclose(self) -> None:
         """Cancel mirrored calls still in flight (at shutdown: nobody waits for their answers)."""
-        for task in list(self._shadows):
-            task.cancel()
-        await asyncio.gather(*self._shadows, return_exceptions=True)
-
-    async def _shadow_call(self, route: RouteView, config, inputs: Any, ctx: CallContext, path: str,
-                           variant: str) -> None:
-        """One mirrored call: breaker and balancer as usual, no lane slot (it must not delay real traffic)."""
-        started, outcome, attempts, usage = self.clock(), "ok", 0, (0, 0)
-        try:
-            output, attempts = await self._call_route(route, config, inputs, config.timeouts.request_s, ctx, path,
-                                                      lane=False)
-            usage = token_usage(output)
-        except GatewayError as exc:
-            outcome = exc.code
-        except Exception:  # a mirror must never surface: log it and meter it as failed
-            log.warning("shadow call to %s failed", route.deployment_id, exc_info=True)
-            outcome = "internal_error"
-        self._record(ctx, route.component, route, outcome, attempts, started, 0.0, usage, variant=variant, shadow=True)
+        await self.shadows.aclose()
 
     # --- 0. mode: own replicas or the external serverless endpoint ------------------------
     def _external_if_chosen(self, component: str, config):
@@ -209,6 +191,8 @@ class Dispatcher:
     async def _ready_route(self, component: str, config, ctx: CallContext,
                            variant: str | None = None) -> tuple[RouteView, str | None]:
         """The route to call and the variant label it answers for, after holding through a cold start."""
+        if self.scaler is not None:
+            self.scaler.on_access(component, variant)
         route, label = self._lookup(component, config, variant)
         if route is not None and route.replicas:
             return route, label
@@ -382,6 +366,15 @@ class Dispatcher:
         return balancer
 
     # --- observability ---------------------------------------------------------------
+    def load_of(self, component: str, deployment_id: str) -> tuple[int, int]:
+        """``(in flight, queued)`` for the autoscaler: calls on the deployment's replicas, calls in the lane."""
+        balancer, lane = self._balancers.get(deployment_id), self._lanes.get(component)
+        return (balancer.total_outstanding() if balancer else 0), (len(lane.queue) if lane else 0)
+
+    def outstanding_on(self, url: str) -> int:
+        """Calls in flight on one replica (a scale-down drains it to zero before stopping it)."""
+        return sum(b.outstanding(url) for b in list(self._balancers.values()))
+
     def _record(self, ctx: CallContext, component: str, route: RouteView | None, outcome: str, attempts: int,
                 started: float, held_ms: float = 0.0, usage: tuple[int, int] = (0, 0), *,
                 variant: str | None = None, shadow: bool = False) -> None:

@@ -16,7 +16,8 @@ from compoundry.auth import KeyRing, bearer_token
 from compoundry.gateway.errors import GatewayError, error_response
 
 OPEN_PATHS = ("/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/control/webhooks/mlflow")
-ROUTE_SCOPES = (("/control/", "admin"), ("/v1/routes", "admin"), ("/metrics", "admin"), ("/v1/", "invoke"))
+ROUTE_SCOPES = (("/control/", "admin"), ("/v1/routes", "admin"), ("/v1/scaling", "admin"), ("/metrics", "admin"),
+                ("/v1/", "invoke"))
 
 
 def required_scope(path: str) -> str | None:

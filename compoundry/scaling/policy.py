@@ -108,3 +108,31 @@ class ReplicaPolicy:
         if self.bounds.min_replicas > 0:
             return None
         return self.last_active + self.bounds.idle_window_s
+
+
+class CompletionWindow:
+    """Completed calls of one deployment over the last ``window_s``: its arrival rate and mean latency.
+
+    In steady state completions arrive as fast as requests do; requests still
+    waiting are counted separately (in flight, queued), so nothing is missed.
+    """
+
+    def __init__(self, window_s: float = 10.0):
+        self.window_s = window_s
+        self._calls: deque[tuple[float, float]] = deque()  # (finished at, service seconds)
+        self._first_seen: float | None = None
+
+    def add(self, now: float, service_s: float) -> None:
+        if self._first_seen is None:
+            self._first_seen = now
+        self._calls.append((now, service_s))
+
+    def load(self, now: float, in_flight: int = 0, queued: int = 0) -> Load:
+        while self._calls and self._calls[0][0] < now - self.window_s:
+            self._calls.popleft()
+        if not self._calls:
+            return Load(0.0, in_flight, queued, 0.0)
+        # a window younger than window_s (first calls after a scale from zero) is measured over its own age
+        span = min(self.window_s, max(now - (self._first_seen or now), 1.0))
+        latency = sum(s for _, s in self._calls) / len(self._calls)
+        return Load(len(self._calls) / span, in_flight, queued, latency)

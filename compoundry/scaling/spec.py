@@ -30,6 +30,8 @@ class ScalingSpec:
     variant: str | None = None  # experiment variant this deployment serves, None for the serving route
     gpu: int = 0  # GPUs per replica (vLLM engines)
     env: dict[str, str] = field(default_factory=dict)
+    engine_options: dict = field(default_factory=dict)  # handed to the Bento as COMPOUNDRY_ENGINE_OPTIONS
+    cold_start_s: float = 120.0  # how long a new replica may take to become ready
 
     @classmethod
     def for_component(cls, deployment_id: str, component_name: str, component, model_version: str, image: str,
@@ -44,6 +46,7 @@ class ScalingSpec:
             idle_window_s=scaling.idle_window_s, image=image,
             model_uri=f"models:/{component.model}/{model_version}", variant=variant,
             gpu=1 if component.engine == "llm" and component.engine_options.get("gpu") else 0,
+            engine_options=dict(component.engine_options), cold_start_s=component.timeouts.cold_start_s,
         )
 
 

@@ -59,6 +59,7 @@ class Replica(Base):
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[str] = mapped_column(String(20), default=DeploymentStatus.STARTING.value)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ready_s: Mapped[float | None] = mapped_column(Float, nullable=True)  # process start -> /readyz: the cold start
 
 
 class Route(Base):
@@ -82,6 +83,19 @@ class VariantRoute(Base):
     variant: Mapped[str] = mapped_column(String(100), primary_key=True)
     deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class CapacityFloor(Base):
+    """A temporary minimum of replicas for a component (a scheduled warm-up), applied by the autoscaler."""
+
+    __tablename__ = "capacity_floors"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    component: Mapped[str] = mapped_column(String(100), index=True)
+    min_replicas: Mapped[int] = mapped_column(Integer)
+    starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    source: Mapped[str] = mapped_column(String(200), default="")  # e.g. the schedule or flow run that set it
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class DeployClaim(Base):

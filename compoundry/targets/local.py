@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from compoundry.store import DeploymentStatus, PlatformStore
+from compoundry.store.capacity import CapacityStore
 
 
 class ReplicaFailed(RuntimeError):
@@ -42,7 +43,7 @@ class LocalTarget:
         self.store = store
 
     def start_replica(self, deployment_id: str, bento_tag: str, model_uri: str,
-                      engine_options: dict | None = None, index: int = 0) -> ReplicaHandle:
+                      engine_options: dict | None = None, index: int | str = 0) -> ReplicaHandle:
         from bentos.build import serve_command
 
         replica_id = f"{deployment_id}-r{index}"
@@ -69,8 +70,10 @@ class LocalTarget:
                 raise ReplicaFailed(f"replica {replica.id} exited during start-up:\n{log_tail(replica.log_path)}")
             try:
                 if httpx.get(f"{replica.url}/readyz", timeout=2).status_code == 200:
+                    waited = time.monotonic() - started
+                    CapacityStore(self.store).record_ready(replica.id, round(waited, 3))
                     self.store.set_replica_status(replica.id, DeploymentStatus.READY)
-                    return time.monotonic() - started
+                    return waited
             except httpx.HTTPError:
                 pass
             time.sleep(poll_s)

@@ -1,0 +1,253 @@
+"""The autoscaler loop that runs inside the gateway, where the load is seen.
+
+Each tick it decides, for every routed deployment (serving routes and
+experiment variants), how many replicas to run from that deployment's *own*
+signals (completions, in-flight and queued calls; ``policy.ReplicaPolicy``),
+raised by any scheduled warm-up floor, and asks the scaler target to converge.
+Between ticks the request path may wake a deployment at once:
+
+* a request held for a cold start (``request_capacity``) scales its component from zero;
+* the first access of a component of a pre-warming pipeline (``on_access``)
+  starts every cold component downstream of it in parallel
+  (``warmup.prewarm_targets``), so cold starts overlap instead of adding up.
+
+Both hooks are O(1) set look-ups while nothing is cold. Scaling actions are
+blocking (processes, readiness polls) and run in threads, one at a time per
+deployment; their outcome is re-read from the store at the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from compoundry.gateway.routes import Periodic
+from compoundry.scaling.policy import Bounds, CompletionWindow, ReplicaPolicy
+from compoundry.scaling.spec import ScalingSpec
+from compoundry.scaling.warmup import prewarm_targets
+
+log = logging.getLogger(__name__)
+DEMAND_TTL_TICKS = 3  # a held request counts as queued demand for this many ticks
+
+
+@dataclass(frozen=True)
+class ScalingEvent:
+    at: float  # time.time()
+    component: str
+    deployment: str
+    variant: str | None
+    replicas_from: int
+    replicas_to: int
+    reason: str  # load | idle | floor | cold_start | prewarm | variant | replace
+
+
+@dataclass
+class _Tracked:
+    """What the autoscaler keeps per routed deployment."""
+
+    component: str
+    variant: str | None
+    policy: ReplicaPolicy
+    window: CompletionWindow
+    bento_tag: str | None = None
+    live: int = 0
+    demand_at: float | None = None  # last time a request waited for this deployment
+
+
+class Autoscaler:
+    def __init__(self, routes, dispatcher, config: Callable[[], object], target, capacity, settings,
+                 clock: Callable[[], float] = time.monotonic):
+        """``routes``: the gateway's RouteTable; ``target``: a ScalerTarget; ``capacity``: a CapacityStore."""
+        self.routes, self.dispatcher, self.config = routes, dispatcher, config
+        self.target, self.capacity, self.settings, self.clock = target, capacity, settings, clock
+        self.tracked: dict[str, _Tracked] = {}
+        self.events: deque[ScalingEvent] = deque(maxlen=200)
+        self._actions: dict[str, asyncio.Task] = {}
+        self._cold: set[str] = set()  # components whose serving deployment runs no replica
+        self._cold_variants: dict[tuple[str, str], str] = {}  # (component, variant) -> deployment with none
+        self._floors: dict[str, int] = {}
+        self._prewarm: tuple[object, dict[str, set[str]]] = (None, {})
+        self._loop: Periodic | None = None
+
+    # --- request path (sync, cheap) ------------------------------------------------------
+    def on_access(self, component: str, variant: str | None) -> None:
+        if self._cold:
+            for name in (self._prewarm_for(component) | {component}) & self._cold:
+                self._wake(name, "cold_start" if name == component else "prewarm")
+        if variant is not None and self._cold_variants:
+            deployment = self._cold_variants.get((component, variant))
+            if deployment is not None:
+                self._wake_deployment(deployment, "variant")
+
+    def request_capacity(self, component: str, reason: str) -> None:
+        self._wake(component, reason)
+
+    def observe(self, call) -> None:
+        """A finished call (the dispatcher's ``on_call``): feeds its deployment's rate and latency."""
+        tracked = self.tracked.get(call.deployment) if call.deployment else None
+        if tracked is not None:
+            tracked.window.add(self.clock(), call.compute_ms / 1000)
+
+    # --- loop ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.tick()
+        self._loop = Periodic("autoscaler", self.tick, self.settings.tick_s).start()
+
+    async def stop(self) -> None:
+        if self._loop is not None:
+            await self._loop.stop()
+        for task in list(self._actions.values()):
+            task.cancel()
+        await asyncio.gather(*self._actions.values(), return_exceptions=True)
+
+    async def tick(self) -> None:
+        try:
+            facts = await asyncio.to_thread(self._read_facts, self._routed())
+        except Exception as exc:  # the database is down: keep the replicas we have
+            log.warning("autoscaler: could not read replicas (%s); skipping this tick", exc)
+            return
+        self._floors, live, tags = facts
+        now = self.clock()
+        for deployment, (component, variant) in self._routed().items():
+            tracked = self._track(deployment, component, variant, now)
+            tracked.live, tracked.bento_tag = live.get(deployment, 0), tags.get(deployment)
+            if deployment not in self._actions:
+                self._decide(deployment, tracked, now)
+        for gone in set(self.tracked) - set(self._routed()):
+            del self.tracked[gone]
+        self._update_cold()
+
+    # --- decisions -----------------------------------------------------------------------
+    def _decide(self, deployment: str, tracked: _Tracked, now: float) -> None:
+        config = self.config().components.get(tracked.component)
+        if config is None:
+            return
+        tracked.policy.bounds = self._bounds(config, tracked)
+        in_flight, queued = self.dispatcher.load_of(tracked.component, deployment)
+        if tracked.demand_at is not None and now - tracked.demand_at <= DEMAND_TTL_TICKS * self.settings.tick_s:
+            queued += 1
+        load = tracked.window.load(now, in_flight, queued)
+        desired = tracked.policy.recommend(now, load, tracked.live)
+        if desired != tracked.live:
+            self._act(deployment, tracked, desired, _reason(desired, tracked, self._floors))
+
+    def _bounds(self, config, tracked: _Tracked) -> Bounds:
+        s = config.scaling
+        bounds = Bounds(s.min_replicas, s.max_replicas, s.target_concurrency, s.idle_window_s,
+                        self.settings.up_stabilization_s, self.settings.down_stabilization_s)
+        return bounds.with_floor(self._floors.get(tracked.component, 0)) if tracked.variant is None else bounds
+
+    def _wake(self, component: str, reason: str) -> None:
+        route = self.routes.routes.get(component)
+        if route is not None:
+            self._wake_deployment(route.deployment_id, reason)
+
+    def _wake_deployment(self, deployment: str, reason: str) -> None:
+        tracked = self.tracked.get(deployment)
+        if tracked is None:
+            return
+        tracked.demand_at = self.clock()
+        tracked.policy.last_active = tracked.demand_at
+        if tracked.variant is None:
+            self._cold.discard(tracked.component)
+        else:
+            self._cold_variants.pop((tracked.component, tracked.variant), None)
+        if deployment not in self._actions and tracked.live == 0 and tracked.bento_tag:
+            self._act(deployment, tracked, 1, reason)
+
+    def _act(self, deployment: str, tracked: _Tracked, replicas: int, reason: str) -> None:
+        config = self.config().components.get(tracked.component)
+        route = self._route_of(tracked)
+        if config is None or route is None or not tracked.bento_tag:
+            return
+        spec = ScalingSpec.for_component(deployment, tracked.component, config, route.model_version,
+                                         tracked.bento_tag, variant=tracked.variant)
+        self.events.append(ScalingEvent(time.time(), tracked.component, deployment, tracked.variant,
+                                        tracked.live, replicas, reason))
+        log.info("scaling %s (%s) %d -> %d replicas: %s", tracked.component, deployment, tracked.live, replicas,
+                 reason)
+        task = asyncio.create_task(self._converge(spec, tracked, replicas))
+        self._actions[deployment] = task
+        task.add_done_callback(lambda _t: self._actions.pop(deployment, None))
+
+    async def _converge(self, spec: ScalingSpec, tracked: _Tracked, replicas: int) -> None:
+        try:
+            tracked.live = await asyncio.to_thread(self.target.set_replicas, spec, replicas)
+        except Exception:
+            log.exception("scaling %s to %d replicas failed", spec.deployment_id, replicas)
+            return
+        await self.routes.refresh()  # new replicas serve now, not at the next refresh
+        if spec.deployment_id not in self._routed():  # replaced by a redeploy meanwhile: leave nothing running
+            await asyncio.to_thread(self.target.set_replicas, spec, 0)
+
+    # --- state ---------------------------------------------------------------------------
+    def _routed(self) -> dict[str, tuple[str, str | None]]:
+        """``deployment -> (component, variant)`` for every serving and variant route."""
+        routed: dict[str, tuple[str, str | None]] = {}
+        for component, route in self.routes.routes.items():
+            routed[route.deployment_id] = (component, None)
+            for v in route.variants:
+                routed.setdefault(v.deployment_id, (component, v.variant))
+        return routed
+
+    def _route_of(self, tracked: _Tracked):
+        route = self.routes.routes.get(tracked.component)
+        if route is None or tracked.variant is None:
+            return route
+        return route.variant_route(tracked.variant)
+
+    def _track(self, deployment: str, component: str, variant: str | None, now: float) -> _Tracked:
+        tracked = self.tracked.get(deployment)
+        if tracked is None:
+            config = self.config().components.get(component)
+            s = config.scaling if config is not None else None
+            bounds = Bounds(s.min_replicas, s.max_replicas, s.target_concurrency, s.idle_window_s) if s else \
+                Bounds(0, 1, 1, 300)
+            tracked = self.tracked[deployment] = _Tracked(component, variant, ReplicaPolicy(bounds, now),
+                                                          CompletionWindow(self.settings.window_s))
+        return tracked
+
+    def _read_facts(self, routed: dict[str, tuple[str, str | None]]):
+        """In a worker thread: active floors, live replicas per deployment, and their Bento tags."""
+        floors = self.capacity.active_floors()
+        live = {d: self.target.replicas(d) for d in routed}
+        return floors, live, self.capacity.bento_tags(list(routed))
+
+    def _update_cold(self) -> None:
+        busy = set(self._actions)
+        self._cold = {t.component for d, t in self.tracked.items()
+                      if t.variant is None and t.live == 0 and d not in busy}
+        self._cold_variants = {(t.component, t.variant): d for d, t in self.tracked.items()
+                               if t.variant is not None and t.live == 0 and d not in busy}
+
+    def _prewarm_for(self, component: str) -> set[str]:
+        pipelines = self.config().pipelines
+        if self._prewarm[0] is not pipelines:  # recomputed only after a config reload
+            self._prewarm = (pipelines, {c: prewarm_targets(pipelines, c) for p in pipelines.values()
+                                         for c in p.components})
+        return self._prewarm[1].get(component, set())
+
+    def describe(self) -> dict:
+        """For ``GET /v1/scaling``: each deployment's replicas and bounds, recent decisions."""
+        deployments = {d: {"component": t.component, "variant": t.variant, "replicas": t.live,
+                           "scaling": d in self._actions, "min_replicas": t.policy.bounds.min_replicas,
+                           "max_replicas": t.policy.bounds.max_replicas,
+                           "scale_to_zero_at_s": _rel(t.policy.scale_to_zero_at(), self.clock())}
+                       for d, t in sorted(self.tracked.items())}
+        return {"deployments": deployments, "floors": self._floors, "cold": sorted(self._cold),
+                "events": [asdict(e) for e in list(self.events)[-50:]]}
+
+
+def _reason(desired: int, tracked: _Tracked, floors: dict[str, int]) -> str:
+    if desired == 0:
+        return "idle"
+    floor = floors.get(tracked.component, 0) if tracked.variant is None else 0
+    return "floor" if desired > tracked.live and desired <= floor else "load"
+
+
+def _rel(at: float | None, now: float) -> float | None:
+    return None if at is None else round(max(0.0, at - now), 1)
