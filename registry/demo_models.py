@@ -336,6 +336,8 @@ def smoke_input(engine: str, model_name: str) -> dict:
             return {"data": [[round(1 / EMBEDDING_DIM ** 0.5, 6)] * EMBEDDING_DIM]}
         if "sql" in model_name:
             return {"data": [{"intent": "order_status", "question": "Where is order 1042?"}]}
+        if "sleeper" in model_name:
+            return {"data": [{"delay_ms": 0, "text": "smoke"}]}
         return {"data": ["Where is my order 1042?"]}
     raise ValueError(f"no smoke input for engine {engine!r}")
 
