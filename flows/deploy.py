@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from prefect import flow, get_run_logger, task
@@ -22,6 +23,7 @@ from prefect.runtime import flow_run
 from compoundry.config.loader import load_config
 from compoundry.settings import PlatformSettings
 from compoundry.store import DeploymentStatus, PlatformStore
+from compoundry.store.capacity import CapacityStore
 from compoundry.targets.local import LocalTarget, ReplicaHandle
 from registry.store import ModelStore, ModelVersionInfo
 
@@ -62,17 +64,29 @@ def build(engine: str, labels: dict[str, str], bentoml_home: str) -> str:
     return build_bento(engine, labels, bentoml_home=Path(bentoml_home))
 
 
-@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2, task_run_name="start replica of {deployment_id}")
-def start_replica(settings, store, deployment_id: str, bento_tag: str, model_uri: str, engine_options: dict,
-                  cold_start_s: float) -> tuple[ReplicaHandle, float]:
+@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2,
+      task_run_name="start {count} replica(s) of {deployment_id}")
+def start_replicas(settings, store, deployment_id: str, bento_tag: str, model_uri: str, engine_options: dict,
+                   cold_start_s: float, count: int = 1) -> tuple[list[ReplicaHandle], float]:
+    """Start ``count`` replicas in parallel and wait until all are ready (blue/green: as many as blue runs)."""
     target = LocalTarget(settings, store)
-    handle = target.start_replica(deployment_id, bento_tag, model_uri, engine_options)
+    handles = [target.start_replica(deployment_id, bento_tag, model_uri, engine_options, index=i) for i in range(count)]
     try:
-        waited = target.wait_ready(handle, cold_start_s)
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            waited = max(pool.map(lambda h: target.wait_ready(h, cold_start_s), handles))
     except Exception:
-        target.stop_replica(handle.id, handle.pid, grace_s=2)
+        for handle in handles:
+            target.stop_replica(handle.id, handle.pid, grace_s=2)
         raise
-    return handle, waited
+    return handles, waited
+
+
+def replicas_to_start(store, component: str, variant: str | None, scaling) -> int:
+    """As many replicas as the deployment being replaced runs now, within the component's bounds."""
+    current = store.routed_deployment(component) if variant is None else next(
+        (d for d in store.deployments(component) if d.variant == variant), None)
+    live = len(CapacityStore(store).live_replicas([current.id])[current.id]) if current else 0
+    return min(max(1, live, scaling.min_replicas), scaling.max_replicas)
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, task_run_name="smoke prediction on {replica.id}")
@@ -132,8 +146,10 @@ def deploy_model_version(model_name: str, version: str, component: str | None = 
                          flow_run_id=str(flow_run.get_id() or ""))
     store.update_deployment(deployment_id, bento_tag=bento_tag)
     try:
-        replica, waited = start_replica(settings, store, deployment_id, bento_tag, info.uri,
-                                        comp.engine_options, comp.timeouts.cold_start_s)
+        count = replicas_to_start(store, component, variant, comp.scaling)
+        replicas, waited = start_replicas(settings, store, deployment_id, bento_tag, info.uri,
+                                          comp.engine_options, comp.timeouts.cold_start_s, count)
+        replica = replicas[0]
         smoke = smoke_prediction(replica, smoke_inputs(comp.engine, model_name), comp.timeouts.request_s * 3)
         store.update_deployment(deployment_id, load_time_s=smoke["model_load_s"])
         previous = switch_route(store, component, deployment_id, variant)
@@ -150,7 +166,7 @@ def deploy_model_version(model_name: str, version: str, component: str | None = 
 
     result = {
         "component": component, "variant": variant, "deployment": deployment_id, "model": model_name, "version": str(version),
-        "bento": bento_tag, "replica": replica.url, "replica_ready_s": round(waited, 2),
+        "bento": bento_tag, "replica": replica.url, "replicas": len(replicas), "replica_ready_s": round(waited, 2),
         "model_load_s": smoke["model_load_s"], "replaced": previous, "source": source,
         "total_s": round(time.monotonic() - started, 2), "signature": signature,
     }

@@ -7,11 +7,13 @@ appears in the Prefect UI. In production the same flows run from work pools.
 from __future__ import annotations
 
 from prefect import serve
+from prefect.schedules import Cron
 
 from compoundry.config.loader import load_config
 from compoundry.settings import PlatformSettings
 from flows.deploy import deploy_model_version
 from flows.poll import registry_poll
+from flows.warmup import scheduled_warmup
 
 
 def deployments(settings: PlatformSettings):
@@ -27,6 +29,23 @@ def deployments(settings: PlatformSettings):
             name="registry-poll", tags=["compoundry"],
             description="Deploy versions/alias moves that no webhook announced.", **poll_kwargs,
         ),
+        *warmup_deployments(config),
+    ]
+
+
+def warmup_deployments(config):
+    """One deployment per ``scheduled-warmup`` entry of schedules.yaml, named after it.
+
+    A disabled entry still becomes a deployment, with its schedule paused, so
+    a person can see it in the UI and run it by hand.
+    """
+    return [
+        scheduled_warmup.to_deployment(
+            name=name, tags=["compoundry", "warm-up"], parameters=entry.parameters,
+            schedule=Cron(entry.cron, timezone=entry.timezone, active=entry.enabled),
+            description=f"Scheduled warm-up from configs/schedules.yaml ({entry.cron} {entry.timezone}).",
+        )
+        for name, entry in config.schedules.items() if entry.flow == "scheduled-warmup"
     ]
 
 

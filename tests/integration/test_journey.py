@@ -7,8 +7,11 @@ Every server here is real: MLflow tracking server, Prefect server, the
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
+from collections import Counter
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -34,6 +37,31 @@ def prefect_flow_runs(settings, flow_name: str) -> list[dict]:
 
 def routes(settings) -> dict:
     return PlatformStore(settings.database_url).routes()
+
+
+@contextmanager
+def steady_load(settings, component: str, inputs: dict, clients: int = 2):
+    """Call ``component`` in a loop from ``clients`` threads; yields a Counter of status codes (and errors)."""
+    counts, stop = Counter(), threading.Event()
+
+    def loop() -> None:
+        with gateway(settings) as gw:
+            while not stop.is_set():
+                try:
+                    counts[gw.post(f"/v1/components/{component}", json={"inputs": inputs}).status_code] += 1
+                except httpx.HTTPError as exc:
+                    counts[type(exc).__name__] += 1
+                time.sleep(0.02)
+
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        yield counts
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
 
 
 @pytest.fixture(scope="module")
@@ -143,27 +171,61 @@ def test_poller_deploys_what_no_webhook_announced_and_old_replica_drains(platfor
     time.sleep(MLFLOW_WEBHOOK_CACHE_TTL_S + 1)  # MLflow's cached webhook list must see it disabled
     try:
         old = routes(platform)["intent-classifier"]
-        mlflow.set_tracking_uri(platform.mlflow_url)
-        with mlflow.start_run(run_name="classifier-v-next"):
-            uri = log_intent_classifier()
-        new_version = ModelStore(platform.mlflow_url).register("compoundry-intent-classifier", uri).version
-        time.sleep(2)
-        assert routes(platform)["intent-classifier"].model_version == old.model_version  # nothing heard
-        poll_id = httpx.get(f"{platform.prefect_api_url}/deployments/name/registry-poll/registry-poll").json()["id"]
-        httpx.post(f"{platform.prefect_api_url}/deployments/{poll_id}/create_flow_run", json={}, timeout=10).raise_for_status()
-        wait_until(lambda: routes(platform)["intent-classifier"].model_version == new_version, timeout_s=300,
-                   interval_s=1, what="the poller's deploy of the new classifier version")
-        with gateway(platform) as gw:
-            response = gw.post("/v1/components/intent-classifier", json={"inputs": {"data": ["refund my invoice"]}})
-        assert response.status_code == 200, response.text
-        store = PlatformStore(platform.database_url)
-        wait_until(lambda: store.deployment(old.deployment_id).status == "stopped", timeout_s=60,
-                   what="the old classifier deployment to drain and stop")
+        with steady_load(platform, "intent-classifier", {"data": ["where is my parcel"]}) as counts:
+            mlflow.set_tracking_uri(platform.mlflow_url)
+            with mlflow.start_run(run_name="classifier-v-next"):
+                uri = log_intent_classifier()
+            new_version = ModelStore(platform.mlflow_url).register("compoundry-intent-classifier", uri).version
+            time.sleep(2)
+            assert routes(platform)["intent-classifier"].model_version == old.model_version  # nothing heard
+            poll_id = httpx.get(f"{platform.prefect_api_url}/deployments/name/registry-poll/registry-poll").json()["id"]
+            httpx.post(f"{platform.prefect_api_url}/deployments/{poll_id}/create_flow_run", json={}, timeout=10).raise_for_status()
+            wait_until(lambda: routes(platform)["intent-classifier"].model_version == new_version, timeout_s=300,
+                       interval_s=1, what="the poller's deploy of the new classifier version")
+            with gateway(platform) as gw:
+                response = gw.post("/v1/components/intent-classifier", json={"inputs": {"data": ["refund my invoice"]}})
+            assert response.status_code == 200, response.text
+            store = PlatformStore(platform.database_url)
+            wait_until(lambda: store.deployment(old.deployment_id).status == "stopped", timeout_s=60,
+                       what="the old classifier deployment to drain and stop")
+        assert set(counts) == {200} and counts[200] > 20, counts  # blue/green under load: nothing dropped
         # the poller saw it first; a second poll starts nothing new
         assert not store.claim_deploy("compoundry-intent-classifier", new_version, "version", "webhook")
     finally:
         client.update_webhook(hook.webhook_id, status="ACTIVE")
         time.sleep(MLFLOW_WEBHOOK_CACHE_TTL_S + 1)  # until MLflow's cached webhook list sees it active again
+
+
+def test_scheduled_warmup_is_a_prefect_deployment_whose_run_raises_replicas(platform, demo_pipeline):
+    """schedules.yaml's warm-up entry is a deployment (paused: enabled false); a run of it holds a floor."""
+    from compoundry.store.capacity import CapacityStore
+
+    api = platform.prefect_api_url
+    deployment = httpx.get(f"{api}/deployments/name/scheduled-warmup/weekday-morning-warmup", timeout=10).json()
+    schedule = deployment["schedules"][0]
+    assert schedule["schedule"]["cron"] == "0 7 * * 1-5" and schedule["active"] is False
+    assert deployment["parameters"]["pipelines"] == ["support-agent"]
+    store = PlatformStore(platform.database_url)
+    assert len(routes(platform)["kb-retriever"].replicas) == 1
+    run = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", timeout=10, json={
+        "parameters": {"pipelines": [], "components": ["kb-retriever"], "min_replicas": 2, "hold_minutes": 5}})
+    run.raise_for_status()
+    try:
+        state = wait_until(lambda: _final_state(api, run.json()["id"]), timeout_s=240, interval_s=1,
+                           what="the scheduled-warmup run to finish")
+        assert state == "COMPLETED", state
+        assert len(routes(platform)["kb-retriever"].replicas) == 2
+        floors = CapacityStore(store).floors()
+        assert [(f.component, f.min_replicas) for f in floors] == [("kb-retriever", 2)]
+        assert "weekday-morning-warmup" in floors[0].source
+    finally:
+        for floor in CapacityStore(store).floors():
+            CapacityStore(store).release(floor.id)
+
+
+def _final_state(api: str, flow_run_id: str) -> str | None:
+    state = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()["state"]["type"]
+    return state if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
 
 
 def test_openai_client_talks_to_the_real_llm_and_embedder_bentos(platform, demo_pipeline):
