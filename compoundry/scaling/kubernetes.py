@@ -210,6 +210,7 @@ class _Kind:
         self.label, self.api, self.suffix, self.namespace = label, api, suffix, namespace
 
     def __call__(self, verb: str, name: str, body: dict | None = None, missing_ok: bool = False):
+        import urllib3
         from kubernetes.client.exceptions import ApiException
 
         kwargs = {"_preload_content": False}
@@ -229,6 +230,8 @@ class _Kind:
             if missing_ok and exc.status == 404:
                 return None
             raise KubernetesApplyError(verb, self.label, self.namespace, name, exc.status, _reason(exc)) from None
+        except urllib3.exceptions.HTTPError as exc:  # refused, TLS, timeout: no HTTP status at all
+            raise KubernetesApplyError(verb, self.label, self.namespace, name, None, repr(exc)) from None
 
 
 class KubernetesTarget:
