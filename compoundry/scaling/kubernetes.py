@@ -255,14 +255,21 @@ class KubernetesTarget:
         }
 
     def apply(self, spec: ScalingSpec) -> None:
-        for manifest in render_manifests(spec, self.namespace, **self.render_options):
-            kind = self.kinds["KnativeService" if manifest["apiVersion"].startswith(KNATIVE[0]) else manifest["kind"]]
+        """Create or replace each rendered object, after deleting the other mode's objects: a mode switch
+        under the same deployment id must not leave a Deployment beside a Knative Service (whose route
+        also wants a core Service of this very name)."""
+        manifests = render_manifests(spec, self.namespace, **self.render_options)
+        keys = [self._key(m) for m in manifests]
+        for key in ("HorizontalPodAutoscaler", "Service", "Deployment", "KnativeService"):
+            if key not in keys:
+                self.kinds[key]("delete", manifests[0]["metadata"]["name"], missing_ok=True)
+        for key, manifest in zip(keys, manifests):
             name = manifest["metadata"]["name"]
-            live = kind("read", name, missing_ok=True)
+            live = self.kinds[key]("read", name, missing_ok=True)
             if live is None:
-                kind("create", name, manifest)
+                self.kinds[key]("create", name, manifest)
             else:
-                kind("replace", name, _carry_over(manifest, live))
+                self.kinds[key]("replace", name, _carry_over(manifest, live))
 
     def set_replicas(self, spec: ScalingSpec, replicas: int) -> None:
         """Raise the floor to ``replicas`` (or release it back to the spec's): HPA minReplicas, plus the
@@ -290,6 +297,10 @@ class KubernetesTarget:
             raise KubernetesApplyError("list", "Pod", self.namespace, query, exc.status, _reason(exc)) from None
         return sum(1 for p in pods.get("items", []) if not p["metadata"].get("deletionTimestamp")
                    and p.get("status", {}).get("phase") not in ("Succeeded", "Failed"))
+
+    @staticmethod
+    def _key(manifest: dict) -> str:
+        return "KnativeService" if manifest["apiVersion"].startswith(KNATIVE[0]) else manifest["kind"]
 
     def remove(self, deployment_id: str) -> None:
         """Delete whatever either mode created (the HPA first, so it does not scale a dying Deployment); gone

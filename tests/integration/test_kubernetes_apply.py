@@ -65,6 +65,7 @@ def test_apply_creates_then_replaces_without_duplicates(fake, target):
     assert fake.names(CORE, "services") == [name]
     assert fake.names(HPA, "horizontalpodautoscalers") == [name]
     assert [r.method for r in fake.calls(plural="deployments")] == ["GET", "POST"]
+    assert [r.method for r in fake.requests if r.path.startswith(f"/{KNATIVE}")] == ["DELETE"]  # none to delete
     created = fake.get(APPS, NS, "deployments", name)
     assert created["spec"]["template"]["spec"]["containers"][0]["image"] == DEDICATED.image
     cluster_ip = fake.get(CORE, NS, "services", name)["spec"]["clusterIP"]
@@ -73,7 +74,7 @@ def test_apply_creates_then_replaces_without_duplicates(fake, target):
     fake.requests.clear()
     target.apply(dataclasses.replace(DEDICATED, image="registry.example.com/compoundry/embedding:4",
                                      max_replicas=7))
-    assert [r.method for r in fake.requests] == ["GET", "PUT"] * 3  # read -> replace, never a second create
+    assert [r.method for r in fake.requests] == ["DELETE"] + ["GET", "PUT"] * 3  # never a second create
     deployment = fake.get(APPS, NS, "deployments", name)
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":4")
     assert deployment["spec"]["replicas"] == 4  # the live (HPA-chosen) count survives the replace
@@ -96,6 +97,7 @@ def test_serverless_apply_creates_a_knative_service(fake, target):
     target.apply(SERVERLESS)
     assert fake.names(KNATIVE, "services") == [SERVERLESS_NAME]
     assert fake.names(APPS, "deployments") == [] and fake.names(CORE, "services") == []
+    assert [r.method for r in fake.requests][:3] == ["DELETE"] * 3  # no dedicated objects to clear
     (post,) = fake.calls("POST")
     assert post.path == f"/{KNATIVE}/namespaces/{NS}/services"
     # Knative's webhook stamps these; a replace that dropped them would be refused on a real cluster
@@ -107,6 +109,16 @@ def test_serverless_apply_creates_a_knative_service(fake, target):
     assert knative["spec"]["template"]["spec"]["containerConcurrency"] == 2
     assert knative["metadata"]["annotations"]["serving.knative.dev/creator"] == "ci"
     assert knative["metadata"]["annotations"]["compoundry.io/deployment-id"] == "Intent_Classifier.v2"
+
+
+def test_switching_modes_replaces_the_other_modes_objects(fake, target):
+    target.apply(DEDICATED)
+    as_serverless = dataclasses.replace(DEDICATED, mode="serverless", min_replicas=0)
+    target.apply(as_serverless)
+    assert set(fake.objects) == {(KNATIVE, NS, "services", "embedder-v3-1a2b3c")}
+    target.apply(DEDICATED)
+    assert {key[2] for key in fake.objects} == {"deployments", "services", "horizontalpodautoscalers"}
+    assert fake.names(KNATIVE, "services") == []
 
 
 def test_set_replicas_raises_the_hpa_floor_and_the_deployment(fake, target):
@@ -187,11 +199,13 @@ def test_a_conflicting_replace_is_not_retried_blindly(fake, target):
         target.apply(DEDICATED)
 
 
-def test_an_unreachable_server_is_a_clear_error(fake):
-    api_client = client.ApiClient(client.Configuration(host="http://127.0.0.1:9"))
-    api_client.configuration.retries = False
+def test_an_unreachable_server_is_a_clear_error():
+    configuration = client.Configuration(host="http://127.0.0.1:9")
+    configuration.retries = False
+    api_client = client.ApiClient(configuration)
     try:
-        with pytest.raises(KubernetesApplyError, match="read Deployment compoundry/embedder-v3-1a2b3c failed"):
+        with pytest.raises(KubernetesApplyError, match=f"knative Service {NS}/embedder-v3-1a2b3c failed: "
+                                                       "HTTP None: .*Connection refused"):
             KubernetesTarget(api_client).apply(DEDICATED)
     finally:
         api_client.close()
