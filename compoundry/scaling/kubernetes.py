@@ -276,8 +276,8 @@ class KubernetesTarget:
         Deployment when it runs fewer; or Knative's min-scale annotation (which rolls an identical revision)."""
         floor, name = replica_floor(spec, replicas), resource_name(spec.deployment_id)
         if spec.mode == "serverless":
-            annotation = {f"{KPA}min-scale": str(floor)}
-            self.kinds["KnativeService"]("patch", name, {"spec": {"template": {"metadata": {"annotations": annotation}}}})
+            template = {"metadata": {"annotations": {f"{KPA}min-scale": str(floor)}}}
+            self.kinds["KnativeService"]("patch", name, {"spec": {"template": template}})
             return
         self.kinds["HorizontalPodAutoscaler"]("patch", name, {"spec": {"minReplicas": floor}})
         live = self.kinds["Deployment"]("read", name)

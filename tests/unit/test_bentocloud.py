@@ -88,7 +88,8 @@ def test_config_fields():
     assert config["name"].startswith("dialogue-llm-v12-") and len(config["name"]) <= 57
     assert config["bento"] == "compoundry-embedding:abc123"
     assert config["cluster"] == "c1" and config["access_authorization"] is False
-    assert config["envs"] == [{"name": "A", "value": "1"}, {"name": "COMPOUNDRY_MODEL_URI", "value": "models:/minilm/3"}]
+    assert config["envs"] == [{"name": "A", "value": "1"},
+                              {"name": "COMPOUNDRY_MODEL_URI", "value": "models:/minilm/3"}]
     assert {"key": "compoundry-variant", "value": "b"} in config["labels"]
     assert {"key": "compoundry-deployment-id", "value": "Dialogue_LLM.v12"} in config["labels"]
     assert service_of(config)["instance_type"] == "cpu.2"
