@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from compoundry.scaling.kubernetes import label_value, replica_floor, resource_name
+from compoundry.scaling.kubernetes import bento_env, label_value, replica_floor, resource_name
 from compoundry.scaling.spec import ScalingSpec
 
 #: the entry Service of each engine's Bento: ``@bentoml.service(name=...)`` in bentos/*/service.py
@@ -58,7 +58,7 @@ def render_config(spec: ScalingSpec, *, cluster: str | None = None, service_name
         "name": deployment_name(spec.deployment_id),
         "bento": spec.image,
         "access_authorization": access_authorization,
-        "envs": [{"name": k, "value": v} for k, v in {**spec.env, "COMPOUNDRY_MODEL_URI": spec.model_uri}.items()],
+        "envs": [{"name": k, "value": v} for k, v in bento_env(spec).items()],
         "labels": _labels(spec),
         "services": {service_name or SERVICE_NAMES[spec.engine]: service},
     }

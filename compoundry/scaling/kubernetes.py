@@ -82,9 +82,10 @@ def replica_floor(spec: ScalingSpec, replicas: int = 0) -> int:
 
 
 def render_manifests(spec: ScalingSpec, namespace: str = "compoundry", *, resources: dict | None = None,
-                     metric: str = IN_FLIGHT_METRIC, startup_timeout_s: int = 600) -> list[dict]:
-    """Every object of one deployment, in apply order (the HPA after the Deployment it scales)."""
-    container = _container(spec, resources, startup_timeout_s)
+                     metric: str = IN_FLIGHT_METRIC, startup_timeout_s: float | None = None) -> list[dict]:
+    """Every object of one deployment, in apply order (the HPA after the Deployment it scales).
+    ``startup_timeout_s`` defaults to the spec's ``cold_start_s``."""
+    container = _container(spec, resources, spec.cold_start_s if startup_timeout_s is None else startup_timeout_s)
     if spec.mode == "serverless":
         return [render_knative_service(spec, namespace, container)]
     return [render_deployment(spec, namespace, container), render_service(spec, namespace),
@@ -96,12 +97,20 @@ def _metadata(spec: ScalingSpec, namespace: str, annotations: dict | None = None
             "annotations": {DEPLOYMENT_ID_ANNOTATION: spec.deployment_id, **(annotations or {})}}
 
 
-def _container(spec: ScalingSpec, resources: dict | None, startup_timeout_s: int) -> dict:
+def bento_env(spec: ScalingSpec) -> dict[str, str]:
+    """What a compoundry Bento reads at start (docs/decisions/0003-bento-protocol.md), after the spec's env."""
+    env = {**spec.env, "COMPOUNDRY_MODEL_URI": spec.model_uri}
+    if spec.engine_options:
+        env["COMPOUNDRY_ENGINE_OPTIONS"] = json.dumps(spec.engine_options, sort_keys=True)
+    return env
+
+
+def _container(spec: ScalingSpec, resources: dict | None, startup_timeout_s: float) -> dict:
     """The Bento's container: model URI in the environment, BentoML's health endpoints as probes."""
     res = json.loads(json.dumps(resources if resources is not None else DEFAULT_RESOURCES))
     if spec.gpu:
         res.setdefault("limits", {})["nvidia.com/gpu"] = str(spec.gpu)
-    env = {**spec.env, "COMPOUNDRY_MODEL_URI": spec.model_uri}
+    env = bento_env(spec)
 
     def probe(path: str, **extra) -> dict:
         return {"httpGet": {"path": path, "port": PORT}, "periodSeconds": 5, **extra}
@@ -111,7 +120,7 @@ def _container(spec: ScalingSpec, resources: dict | None, startup_timeout_s: int
         "ports": [{"name": "http1", "containerPort": PORT, "protocol": "TCP"}],
         "env": [{"name": k, "value": v} for k, v in env.items()],
         "resources": res,
-        # model loading can take minutes: liveness only starts counting once /livez has answered once
+        # model loading can take the whole cold start: liveness only starts counting once /livez answered
         "startupProbe": probe("/livez", failureThreshold=max(1, math.ceil(startup_timeout_s / 5))),
         "livenessProbe": probe("/livez", failureThreshold=3),
         "readinessProbe": probe("/readyz", failureThreshold=1),

@@ -40,6 +40,7 @@ CASES = {
     "serverless-min1": dict(mode="serverless", min_replicas=1),
     "llm-gpu": dict(engine="llm", gpu=1, image="compoundry-llm:def456", mode="serverless", min_replicas=0),
     "odd-id": dict(deployment_id="Dialogue_LLM.v12", env={"HF_HUB_OFFLINE": "1"}),
+    "engine-options": dict(engine="llm", image="compoundry-llm:def456", engine_options={"max_tokens": 64}),
 }
 
 

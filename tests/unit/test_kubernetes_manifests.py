@@ -234,3 +234,15 @@ def test_knative_pod_spec_respects_knatives_own_restrictions():
         assert container[probe]["httpGet"]["port"] == port["containerPort"]
     assert set(template["spec"]) == {"containerConcurrency", "containers", "timeoutSeconds"}
     assert set(template["metadata"]) == {"labels", "annotations"}  # no name: Knative names revisions itself
+
+
+def test_engine_options_and_cold_start_reach_the_container():
+    s = spec(engine="llm", engine_options={"max_tokens": 64, "gpu": True}, cold_start_s=300)
+    (container,) = render_manifests(s)[0]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["COMPOUNDRY_ENGINE_OPTIONS"] == '{"gpu": true, "max_tokens": 64}'
+    assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] == 300
+    (container,) = render_manifests(s, startup_timeout_s=12)[0]["spec"]["template"]["spec"]["containers"]
+    assert container["startupProbe"]["failureThreshold"] == 3  # ceil(12 / 5)
+    assert "COMPOUNDRY_ENGINE_OPTIONS" not in {e["name"] for e in render_manifests(spec())[0]["spec"]["template"]
+                                                ["spec"]["containers"][0]["env"]}
