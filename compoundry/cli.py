@@ -155,10 +155,11 @@ def _mount_optional_commands() -> None:
     from compoundry.cli_keys import keys_app
 
     app.add_typer(keys_app, name="keys")
-    from compoundry.cli_scaling import plan_app, warmup_app
+    from compoundry.cli_scaling import plan_app, targets_app, warmup_app
 
     app.add_typer(plan_app, name="plan")
     app.add_typer(warmup_app, name="warmup")
+    app.add_typer(targets_app, name="targets")
     try:
         from compoundry.cli_registry import register_commands
     except ImportError:

@@ -147,3 +147,42 @@ def warmup_release(floor_id: str = typer.Argument(..., help="The floor id `warmu
         console.print(f"[red]no floor {floor_id!r} in force[/]")
         raise typer.Exit(1)
     console.print(f"floor {floor_id} released")
+
+
+targets_app = typer.Typer(help="Render what a remote target would run (Kubernetes, BentoCloud).", no_args_is_help=True)
+
+
+@targets_app.command("render")
+def targets_render(
+    component: str = typer.Argument(..., help="A component from components.yaml."),
+    target: str = typer.Option("kubernetes", "--target", "-t", help="kubernetes | bentocloud"),
+    version: str = typer.Option("", help="Model version (default: the one routed now, else 1)."),
+    image: str = typer.Option("", help="Container image / Bento tag (default: the routed deployment's Bento)."),
+) -> None:
+    """Print the manifests (kubernetes) or `bentoml deploy` config (bentocloud) for a component, as YAML."""
+    import yaml
+
+    from compoundry.scaling.spec import ScalingSpec
+    from compoundry.settings import PlatformSettings
+
+    config, store = _config_and_store()
+    if component not in config.components:
+        console.print(f"[red]unknown component {component!r}[/]; known: {', '.join(sorted(config.components))}")
+        raise typer.Exit(2)
+    routed = store.routed_deployment(component)
+    spec = ScalingSpec.for_component(routed.id if routed else f"{component}-v{version or 1}", component,
+                                     config.components[component], version or (routed.model_version if routed else "1"),
+                                     image or (routed.bento_tag if routed and routed.bento_tag else f"{component}:latest"))
+    options = PlatformSettings.load().config
+    if target == "kubernetes":
+        from compoundry.scaling.kubernetes import render_manifests
+
+        docs = render_manifests(spec, namespace=options.kubernetes.namespace)
+    elif target == "bentocloud":
+        from compoundry.scaling.bentocloud import render_config
+
+        docs = [render_config(spec, cluster=options.bentocloud.cluster)]
+    else:
+        console.print(f"[red]unknown target {target!r}[/]: kubernetes or bentocloud")
+        raise typer.Exit(2)
+    print(yaml.safe_dump_all(docs, sort_keys=False), end="")

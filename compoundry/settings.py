@@ -80,6 +80,14 @@ class AutoscalerSettings(_Strict):
                                                                 "recommendation was made for this long")
 
 
+class KubernetesTargetSettings(_Strict):
+    namespace: str = Field("compoundry", description="namespace the rendered objects go to")
+
+
+class BentoCloudTargetSettings(_Strict):
+    cluster: str | None = Field(None, description="BentoCloud cluster; null: the account's default")
+
+
 class PlatformConfig(_Strict):
     """The schema of ``configs/platform.yaml``."""
 
@@ -87,7 +95,10 @@ class PlatformConfig(_Strict):
     state_dir: str = Field(".compoundry", description="relative to the repository root unless absolute")
     ports: Ports = Ports()
     replica_ports: PortRange = PortRange()
-    target: Literal["local"] = "local"
+    target: Literal["local", "kubernetes", "bentocloud"] = Field(
+        "local", description="where replicas run; only local is run end to end here (docs/targets.md)")
+    kubernetes: KubernetesTargetSettings = KubernetesTargetSettings()
+    bentocloud: BentoCloudTargetSettings = BentoCloudTargetSettings()
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite under state_dir")
     registry: RegistrySettings = RegistrySettings()
     route_refresh_s: float = Field(0.5, gt=0, description="how often gateways re-read routes")

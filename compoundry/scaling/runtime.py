@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from compoundry.scaling.autoscaler import Autoscaler
 from compoundry.store.capacity import CapacityStore
 
 DRAIN_POLL_S = 0.05
+log = logging.getLogger(__name__)
 
 
 def build_autoscaler(settings, store, routes, dispatcher, config) -> Autoscaler | None:
     """The autoscaler, or None when ``autoscaler.enabled`` is false."""
     options = settings.config.autoscaler
     if not options.enabled:
+        return None
+    if settings.config.target != "local":
+        # HPA/Knative/BentoCloud scale those replicas themselves from the bounds `compoundry targets render`
+        # writes; the in-gateway loop would only fight them (docs/targets.md).
+        log.info("autoscaler: target %s scales on its own; the gateway loop is off", settings.config.target)
         return None
     from compoundry.scaling.local import LocalScaler
 
