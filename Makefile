@@ -36,6 +36,7 @@ test-unit: $(STAMP)
 bench: $(STAMP)  ## benchmarks; results in bench/results/ and docs/benchmarks.md (gateway.py needs nginx, wrk, node)
 	$(BIN)/python bench/registration_to_serving.py
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/coldstart.py
 
 clean: down
 	rm -rf .compoundry
