@@ -38,7 +38,6 @@ from compoundry.gateway.metering_hook import metering_callback
 from compoundry.gateway.reload import ConfigReloader
 from compoundry.gateway.metrics import GatewayMetrics
 from compoundry.gateway.routes import Refresher, RouteTable
-from compoundry.scaling.runtime import build_autoscaler
 from compoundry.gateway.trust_layer import TrustLayer
 from compoundry.metering import MeteringSink
 from compoundry.gateway.security import Security
@@ -161,6 +160,8 @@ def create_app(settings, config, store) -> FastAPI:
         meter = metering_callback(sink, lambda: app.state.config.components)
         metrics.watch_state(dispatcher, sink)
         await routes.start()
+        from compoundry.scaling.runtime import build_autoscaler  # here: the scaling package imports gateway modules
+
         autoscaler = app.state.autoscaler = build_autoscaler(settings, store, routes, dispatcher, lambda: app.state.config)
         if autoscaler is None:
             dispatcher.on_call = lambda call: (meter(call), metrics.on_call(call))
@@ -187,6 +188,7 @@ def create_app(settings, config, store) -> FastAPI:
                   description="Call one component, or run a pipeline DAG with per-step timings and its critical path.")
     app.state.settings, app.state.config, app.state.store, app.state.routes = settings, config, store, routes
     app.state.dispatcher, app.state.metrics, app.state.reloader = dispatcher, metrics, reloader
+    app.state.autoscaler = None  # set at start-up when autoscaling is on (local target)
     app.state.trust = TrustLayer(settings.config.gateway.blocked_terms)
     install_error_handlers(app)
     gateway_settings = settings.config.gateway

@@ -1,0 +1,131 @@
+"""Capacity floors and replica facts (SQLite and PostgreSQL), the warm-up flow's name resolution,
+which replicas a scale-down stops, and the autoscaler's wake-up logic with a recording target."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from types import SimpleNamespace
+
+import pytest
+
+from compoundry.config.models import Component, Pipeline
+from compoundry.scaling.autoscaler import Autoscaler
+from compoundry.scaling.local import choose_to_stop
+from compoundry.store import DeploymentStatus, RouteView
+from compoundry.store.capacity import CapacityStore, ReplicaRow
+from compoundry.store.tables import utcnow
+from flows.warmup import WarmupError, warmup_components
+
+
+def test_floors_overlap_to_the_highest_and_end_on_time(store):
+    capacity = CapacityStore(store)
+    first = capacity.add_floor("embedder", 1, timedelta(minutes=10), source="morning")
+    capacity.add_floor("embedder", 3, timedelta(minutes=5))
+    capacity.add_floor("llm", 2, timedelta(minutes=1), starts_at=utcnow() + timedelta(hours=1))  # not yet
+    assert capacity.active_floors() == {"embedder": 3}
+    assert capacity.active_floors(utcnow() + timedelta(minutes=7)) == {"embedder": 1}
+    assert capacity.active_floors(utcnow() + timedelta(minutes=11)) == {}
+    assert capacity.release(first.id) and not capacity.release(first.id)
+    assert [f.min_replicas for f in capacity.floors()] == [3]
+    with pytest.raises(ValueError):
+        capacity.add_floor("embedder", -1, timedelta(minutes=1))
+
+
+def test_live_replicas_bento_tags_and_cold_start_estimates(store):
+    store.add_deployment("emb-v1", "embedder", "m", "1", "pyfunc")
+    store.update_deployment("emb-v1", bento_tag="compoundry-pyfunc:abc")
+    for i, status in enumerate((DeploymentStatus.READY, DeploymentStatus.STARTING, DeploymentStatus.STOPPED)):
+        store.add_replica(f"emb-v1-r{i}", "emb-v1", f"http://127.0.0.1:{9000 + i}", pid=None, status=status)
+    capacity = CapacityStore(store)
+    assert [r.id for r in capacity.live_replicas(["emb-v1"])["emb-v1"]] == ["emb-v1-r0", "emb-v1-r1"]
+    assert capacity.bento_tags(["emb-v1"]) == {"emb-v1": "compoundry-pyfunc:abc"}
+    capacity.record_ready("emb-v1-r0", 4.0)
+    capacity.record_ready("emb-v1-r1", 6.0)
+    assert capacity.cold_start_estimates() == {"embedder": 5.0}
+
+
+def test_scale_down_stops_starting_replicas_first_then_the_newest():
+    rows = [ReplicaRow("d-r0", "d", "u0", 1, "ready", 1.0), ReplicaRow("d-rb", "d", "u1", 2, "ready", 1.0),
+            ReplicaRow("d-ra", "d", "u2", 3, "starting", None)]
+    assert [r.id for r in choose_to_stop(rows, 2)] == ["d-ra", "d-rb"]
+    assert choose_to_stop(rows, 0) == []
+
+
+def test_warmup_resolves_pipelines_to_their_components_and_refuses_unknown_names():
+    config = SimpleNamespace(
+        components={"a": None, "b": None, "c": None},
+        pipelines={"p": Pipeline(steps={"x": {"component": "a"}, "y": {"component": "b", "depends_on": ["x"]}})})
+    assert warmup_components(config, ["p"], ["c", "a"]) == ["c", "a", "b"]
+    with pytest.raises(WarmupError, match="nope"):
+        warmup_components(config, ["nope"], [])
+
+
+# --- the autoscaler's request-path hooks, with a target that records what it is asked ----------
+class RecordingTarget:
+    def __init__(self):
+        self.calls: list[tuple[str, int]] = []
+        self.live: dict[str, int] = {}
+
+    def replicas(self, deployment_id: str) -> int:
+        return self.live.get(deployment_id, 0)
+
+    def set_replicas(self, spec, replicas: int) -> int:
+        self.calls.append((spec.deployment_id, replicas))
+        self.live[spec.deployment_id] = replicas
+        return replicas
+
+
+class NoCapacity:
+    def active_floors(self):
+        return {}
+
+    def bento_tags(self, ids):
+        return {d: "tag" for d in ids}
+
+
+def _autoscaler(live: dict[str, int]):
+    components = {n: Component(model=f"m-{n}", engine="pyfunc", scaling={"max_replicas": 3}) for n in "abc"}
+    pipelines = {"chain": Pipeline(steps={"a": {"component": "a"}, "b": {"component": "b", "depends_on": ["a"]},
+                                          "c": {"component": "c", "depends_on": ["b"]}})}
+    routes = SimpleNamespace(routes={n: RouteView(n, f"{n}-v1", f"m-{n}", "1", "pyfunc", ()) for n in "abc"})
+
+    async def refresh():
+        return True
+
+    routes.refresh = refresh
+    dispatcher = SimpleNamespace(load_of=lambda component, deployment: (0, 0))
+    config = SimpleNamespace(components=components, pipelines=pipelines)
+    target = RecordingTarget()
+    target.live.update(live)
+    settings = SimpleNamespace(tick_s=1.0, window_s=10.0, up_stabilization_s=0.0, down_stabilization_s=30.0)
+    return Autoscaler(routes, dispatcher, lambda: config, target, NoCapacity(), settings, clock=lambda: 0.0), target
+
+
+def test_first_access_wakes_the_component_and_its_cold_downstream_at_once():
+    async def scenario():
+        scaler, target = _autoscaler({"a-v1": 1})  # a is warm, b and c are at zero
+        await scaler.tick()
+        assert scaler.describe()["cold"] == ["b", "c"] and target.calls == []
+        scaler.on_access("a", None)
+        await asyncio.sleep(0.05)
+        assert sorted(target.calls) == [("b-v1", 1), ("c-v1", 1)]
+        assert {e["component"]: e["reason"] for e in scaler.describe()["events"]} == {"b": "prewarm", "c": "prewarm"}
+        scaler.on_access("a", None)  # nothing cold any more: no second start
+        await asyncio.sleep(0.05)
+        assert len(target.calls) == 2
+        await scaler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_last_component_wakes_only_itself():
+    async def scenario():
+        scaler, target = _autoscaler({})
+        await scaler.tick()
+        scaler.request_capacity("c", "cold_start")
+        await asyncio.sleep(0.05)
+        assert target.calls == [("c-v1", 1)]
+        await scaler.stop()
+
+    asyncio.run(scenario())
