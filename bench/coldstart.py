@@ -66,7 +66,7 @@ def _pipelines() -> str:
         previous = None
         for step in CHAIN:
             deps = f", depends_on: [{previous}]" if previous else ""
-            lines.append(f"      {step}: {{component: {prefix}-{step}{deps}, inputs: {{data: [{{delay_ms: 5}}]}}}}")
+            lines.append(f"      {step}: {{component: {prefix}-{step}{deps}, inputs: {{data: [{{delay_ms: 5, text: x}}]}}}}")
             previous = step
     return "\n".join(lines) + "\n"
 
@@ -90,7 +90,7 @@ def first_request_s(platform, pipeline: str) -> float:
 
 def single_cold_s(platform, component: str) -> float:
     started = time.perf_counter()
-    response = platform.client.post(f"/v1/components/{component}", json={"inputs": {"data": [{"delay_ms": 5}]}})
+    response = platform.client.post(f"/v1/components/{component}", json={"inputs": {"data": [{"delay_ms": 5, "text": "x"}]}})
     if response.status_code != 200:
         raise RuntimeError(f"{component}: HTTP {response.status_code} {response.text[:300]}")
     return time.perf_counter() - started
@@ -164,7 +164,7 @@ def _spike(platform, components: list[str]) -> dict:
     def spike_client() -> None:
         with httpx.Client(base_url=platform.settings.gateway_url, timeout=120) as client:
             while not stop.is_set():
-                client.post(f"/v1/components/{target}", json={"inputs": {"data": [{"delay_ms": 200}]}})
+                client.post(f"/v1/components/{target}", json={"inputs": {"data": [{"delay_ms": 200, "text": "spike"}]}})
 
     def sample() -> dict[str, int]:
         deployments = platform.scaling()["deployments"]
