@@ -50,7 +50,7 @@ SLOWEST = "answer"
 
 def _components() -> str:
     lines = ["components:"]
-    for prefix in ("naive", "warm"):
+    for prefix in ("naive", "warm", "solo"):  # solo: in no pipeline, so nothing pre-warms around it
         for step in CHAIN:
             lines += [f"  {prefix}-{step}:", "    model: compoundry-sleeper", "    engine: pyfunc",
                       "    scaling: {min_replicas: 0, max_replicas: 3, target_concurrency: 2, idle_window_s: 3}",
@@ -104,7 +104,7 @@ def all_at_zero(platform, components) -> None:
 def run(repeats: int) -> dict:
     naive = [f"naive-{s}" for s in CHAIN]
     warm = [f"warm-{s}" for s in CHAIN]
-    load = {f"{p}-{s}": LOAD_S[s] for p in ("naive", "warm") for s in CHAIN}
+    load = {f"{p}-{s}": LOAD_S[s] for p in ("naive", "warm", "solo") for s in CHAIN}
     results: dict[str, list[float]] = {k: [] for k in ("no_warming", "prewarming", "tiered", "scheduled")}
     singles: dict[str, list[float]] = {s: [] for s in CHAIN}
     with tempfile.TemporaryDirectory() as tmp, \
@@ -116,8 +116,8 @@ def run(repeats: int) -> dict:
             for _ in range(repeats):
                 for step in CHAIN:  # the parallel bound: each component's cold start alone
                     bar.update(task, description=f"single cold start: {step}")
-                    all_at_zero(platform, warm)
-                    singles[step].append(single_cold_s(platform, f"warm-{step}"))
+                    all_at_zero(platform, warm + [f"solo-{s}" for s in CHAIN])
+                    singles[step].append(single_cold_s(platform, f"solo-{step}"))
                     bar.advance(task)
                 bar.update(task, description="no warming")
                 all_at_zero(platform, naive)

@@ -200,9 +200,9 @@ class Dispatcher:
             raise ComponentUnavailable(f"component {component!r} has no route (not deployed yet)",
                                        {"component": component}, retry_after=self.routes.retry_after_s)
         hold_until = self._hold_until(config, ctx)
-        if self.scaler is not None:
-            self.scaler.request_capacity(component, reason="cold_start")
         while self.clock() < hold_until:
+            if self.scaler is not None:  # on every poll: a held request is demand until it is served
+                self.scaler.request_capacity(component, reason="cold_start")
             await asyncio.sleep(min(HOLD_POLL_S, max(0.0, hold_until - self.clock())))
             route, label = self._lookup(component, config, variant)
             if route is not None and route.replicas:

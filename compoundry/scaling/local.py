@@ -12,6 +12,7 @@ autoscaler replaces it.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -97,4 +98,6 @@ class LocalScaler:
         for row in rows:
             if row.status == DeploymentStatus.READY.value:
                 self.drain(row.url, drain_timeout_s)
-            self.target.stop_replica(row.id, row.pid, grace_s=STOP_GRACE_S)
+            # drained: the process may take its time to exit, but the deployment can scale again now
+            threading.Thread(target=self.target.stop_replica, args=(row.id, row.pid, STOP_GRACE_S),
+                             name=f"stop-{row.id}", daemon=True).start()
