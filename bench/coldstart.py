@@ -79,6 +79,18 @@ autoscaler: {tick_s: 0.25, window_s: 3, down_stabilization_s: 1}
 """
 
 
+ERRORS: list[str] = []
+
+
+def measured(results: list[float], measure, *args) -> None:
+    """Append one measurement; a failed first request is recorded as an error, not a crash of the run."""
+    try:
+        results.append(measure(*args))
+    except RuntimeError as exc:
+        ERRORS.append(str(exc)[:300])
+        console.print(f"[red]{str(exc)[:200]}[/]")
+
+
 def first_request_s(platform, pipeline: str) -> float:
     started = time.perf_counter()
     response = platform.client.post(f"/v1/pipelines/{pipeline}", json={"inputs": {}})
@@ -117,23 +129,23 @@ def run(repeats: int) -> dict:
                 for step in CHAIN:  # the parallel bound: each component's cold start alone
                     bar.update(task, description=f"single cold start: {step}")
                     all_at_zero(platform, warm + [f"solo-{s}" for s in CHAIN])
-                    singles[step].append(single_cold_s(platform, f"solo-{step}"))
+                    measured(singles[step], single_cold_s, platform, f"solo-{step}")
                     bar.advance(task)
                 bar.update(task, description="no warming")
                 all_at_zero(platform, naive)
-                results["no_warming"].append(first_request_s(platform, "naive-chain"))
+                measured(results["no_warming"], first_request_s, platform, "naive-chain")
                 bar.advance(task)
                 bar.update(task, description="coordinated pre-warming")
                 all_at_zero(platform, warm)
-                results["prewarming"].append(first_request_s(platform, "warm-chain"))
+                measured(results["prewarming"], first_request_s, platform, "warm-chain")
                 bar.advance(task)
                 bar.update(task, description="tiered: slowest component kept warm")
                 all_at_zero(platform, warm)
-                results["tiered"].append(_with_floor(platform, [f"warm-{SLOWEST}"], "warm-chain"))
+                measured(results["tiered"], _with_floor, platform, [f"warm-{SLOWEST}"], "warm-chain")
                 bar.advance(task)
                 bar.update(task, description="scheduled warm-up")
                 all_at_zero(platform, warm)
-                results["scheduled"].append(_with_floor(platform, warm, "warm-chain"))
+                measured(results["scheduled"], _with_floor, platform, warm, "warm-chain")
                 bar.advance(task)
         bar_spike = _spike(platform, warm)
     return _summarise(results, singles, bar_spike, repeats)
@@ -197,7 +209,7 @@ def _summarise(results, singles, spike, repeats) -> dict:
                    "prewarming_vs_no_warming": round(med["prewarming"] / med["no_warming"], 3),
                    "tiered_vs_no_warming": round(med["tiered"] / med["no_warming"], 3),
                    "scheduled_vs_no_warming": round(med["scheduled"] / med["no_warming"], 3)},
-        "spike": spike,
+        "spike": spike, "errors": ERRORS,
     }
 
 
@@ -209,7 +221,8 @@ def write_doc(result: dict, path: Path) -> None:
         f"`python bench/coldstart.py --repeats {result['repeats']}`: a three-step chain of real `bentoml serve` "
         f"replicas (sleeper models loading in {', '.join(f'{k} {v:.0f} s' for k, v in result['load_s'].items())}, "
         "plus each replica's own start-up), after scale to zero; medians of the first request's latency. "
-        "All replicas share this machine's 2 cores, so parallel starts slow each other down.", "",
+        "All replicas share this machine's 2 cores, so parallel starts slow each other down. "
+        f"Failed first requests (left out of the medians): {len(result['errors'])}.", "",
         "| first request after scale to zero | median s | vs no warming |", "|---|---|---|",
         f"| no warming (cold starts add up along the chain) | {med['no_warming']:.2f} | 1.00 |",
         f"| coordinated pre-warming | {med['prewarming']:.2f} | {r['prewarming_vs_no_warming']:.2f} |",
