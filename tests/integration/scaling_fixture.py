@@ -76,6 +76,9 @@ def scaling_platform(state: Path, components: str, pipelines: str, platform: str
         store = PlatformStore(settings.database_url)
         try:
             supervisor.up(only=["mlflow"])
+            import mlflow
+
+            mlflow.set_tracking_uri(settings.mlflow_url)  # an earlier test may have pointed this process elsewhere
             store.create_schema()
             tag = build_bento("pyfunc", {"component": "sleeper"}, bentoml_home=settings.bentoml_home)
             deployments = {}
