@@ -78,7 +78,10 @@ def scaling_platform(state: Path, components: str, pipelines: str, platform: str
             supervisor.up(only=["mlflow"])
             import mlflow
 
-            mlflow.set_tracking_uri(settings.mlflow_url)  # an earlier test may have pointed this process elsewhere
+            while mlflow.active_run() is not None:  # an earlier test may have left this process pointing elsewhere
+                mlflow.end_run()
+            mlflow.set_tracking_uri(settings.mlflow_url)
+            mlflow.set_experiment(experiment_id="0")  # the default experiment every new server has
             store.create_schema()
             tag = build_bento("pyfunc", {"component": "sleeper"}, bentoml_home=settings.bentoml_home)
             deployments = {}
