@@ -23,7 +23,6 @@ replica client, with an injected clock.
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -52,7 +51,6 @@ from compoundry.gateway.routes import RouteTable
 from compoundry.gateway.variants import VariantRouter
 from compoundry.store import RouteView
 
-log = logging.getLogger(__name__)
 HOLD_POLL_S = 0.05
 _NO_EXPERIMENTS: dict = {}
 

@@ -126,7 +126,7 @@ class Autoscaler:
         config = self.config().components.get(tracked.component)
         if config is None:
             return
-        tracked.policy.bounds = self._bounds(config, tracked)
+        tracked.policy.bounds = self._bounds(config, tracked.component, tracked.variant)
         in_flight, queued = self.dispatcher.load_of(tracked.component, deployment)
         if tracked.demand_at is not None and now - tracked.demand_at <= DEMAND_TTL_TICKS * self.settings.tick_s:
             queued += 1
@@ -135,11 +135,12 @@ class Autoscaler:
         if desired != tracked.live:
             self._act(deployment, tracked, desired, _reason(desired, tracked, self._floors))
 
-    def _bounds(self, config, tracked: _Tracked) -> Bounds:
+    def _bounds(self, config, component: str, variant: str | None) -> Bounds:
+        """The component's bounds, raised by a warm-up floor on its serving deployment (not on variants)."""
         s = config.scaling
         bounds = Bounds(s.min_replicas, s.max_replicas, s.target_concurrency, s.idle_window_s,
                         self.settings.up_stabilization_s, self.settings.down_stabilization_s)
-        return bounds.with_floor(self._floors.get(tracked.component, 0)) if tracked.variant is None else bounds
+        return bounds.with_floor(self._floors.get(component, 0)) if variant is None else bounds
 
     def _wake(self, component: str, reason: str) -> None:
         route = self.routes.routes.get(component)
@@ -204,9 +205,7 @@ class Autoscaler:
         tracked = self.tracked.get(deployment)
         if tracked is None:
             config = self.config().components.get(component)
-            s = config.scaling if config is not None else None
-            bounds = Bounds(s.min_replicas, s.max_replicas, s.target_concurrency, s.idle_window_s) if s else \
-                Bounds(0, 1, 1, 300)
+            bounds = self._bounds(config, component, variant) if config is not None else Bounds(0, 1, 1, 300)
             tracked = self.tracked[deployment] = _Tracked(component, variant, ReplicaPolicy(bounds, now),
                                                           CompletionWindow(self.settings.window_s))
         return tracked

@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import delete, select
 
@@ -120,8 +120,6 @@ class CapacityStore:
 
 def _aware(value: datetime) -> datetime:
     """SQLite returns naive datetimes for timezone columns; they were written in UTC."""
-    from datetime import timezone
-
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
