@@ -86,6 +86,7 @@ def measured(results: list[float], measure, *args) -> None:
     """Append one measurement; a failed first request is recorded as an error, not a crash of the run."""
     try:
         results.append(measure(*args))
+        console.log(f"{measure.__name__}{tuple(a for a in args[1:])}: {results[-1]:.2f} s")
     except RuntimeError as exc:
         ERRORS.append(str(exc)[:300])
         console.print(f"[red]{str(exc)[:200]}[/]")
@@ -113,14 +114,14 @@ def all_at_zero(platform, components) -> None:
         platform.wait_replicas(c, 0, timeout_s=120)
 
 
-def run(repeats: int) -> dict:
+def run(repeats: int, workdir: Path | None = None) -> dict:
     naive = [f"naive-{s}" for s in CHAIN]
     warm = [f"warm-{s}" for s in CHAIN]
     load = {f"{p}-{s}": LOAD_S[s] for p in ("naive", "warm", "solo") for s in CHAIN}
     results: dict[str, list[float]] = {k: [] for k in ("no_warming", "prewarming", "tiered", "scheduled")}
     singles: dict[str, list[float]] = {s: [] for s in CHAIN}
     with tempfile.TemporaryDirectory() as tmp, \
-            scaling_platform(Path(tmp), _components(), _pipelines(), PLATFORM, load) as platform:
+            scaling_platform(workdir or Path(tmp), _components(), _pipelines(), PLATFORM, load) as platform:
         total = repeats * (len(CHAIN) + 4)
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TimeElapsedColumn(), console=console) as bar:
@@ -250,8 +251,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "coldstart.json")
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the platform's state and logs here (default: a temporary directory)")
     args = parser.parse_args()
-    result = run(args.repeats)
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+    result = run(args.repeats, args.workdir)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     write_doc(result, args.doc)

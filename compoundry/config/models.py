@@ -10,24 +10,23 @@ from __future__ import annotations
 
 import zoneinfo
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from croniter import croniter
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    ConfigDict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     ValidationInfo,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
+from compoundry.config.base import Name, StepName, Strict  # noqa: F401  (re-exported)
+from compoundry.config.experiments import Experiment, ExperimentsFile, Shadow, Variant  # noqa: F401  (re-exported)
 from compoundry.dag import topological_levels
 from compoundry.settings import PlatformConfig
 
@@ -37,33 +36,6 @@ KNOWN_FLOWS: tuple[str, ...] = ("registry-poll", "scheduled-warmup", "cost-repor
 Engine = Literal["sentence-transformers", "pyfunc", "llm"]
 Mode = Literal["dedicated", "serverless", "auto"]
 LatencyClass = Literal["interactive", "batch"]
-
-_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
-_STEP_CHARS = _NAME_CHARS | {"_"}
-
-
-def _check_name(value: str) -> str:
-    if not value or not set(value) <= _NAME_CHARS or value[0] == "-":
-        raise ValueError(f"name {value!r} must be lowercase letters, digits and dashes, not starting with a dash")
-    return value
-
-
-def _check_step_name(value: str) -> str:
-    if not value or not set(value) <= _STEP_CHARS or value[0] in "-_":
-        raise ValueError(f"step name {value!r} must be lowercase letters, digits, '-' or '_'")
-    return value
-
-
-#: Names of components, pipelines, experiments, schedules, variants (they appear in URLs and metrics).
-Name = Annotated[str, AfterValidator(_check_name), WithJsonSchema({"type": "string", "pattern": "^[a-z0-9][a-z0-9-]*$"})]
-#: Step names appear in ``${steps.NAME...}`` templates; underscores are allowed too.
-StepName = Annotated[str, AfterValidator(_check_step_name),
-                     WithJsonSchema({"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$"})]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
 
 # --------------------------------------------------------------------------- components.yaml
 class Scaling(Strict):
@@ -246,65 +218,6 @@ class PipelinesFile(Strict):
     """``configs/pipelines.yaml``."""
 
     pipelines: dict[Name, Pipeline] = Field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------- experiments.yaml
-class Variant(Strict):
-    name: Name
-    alias: str | None = None
-    version: str | None = None
-    weight: NonNegativeInt = Field(description="percent of traffic; all weights sum to 100")
-
-    @field_validator("version", mode="before")
-    @classmethod
-    def _version_text(cls, v: Any) -> Any:
-        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
-
-    @model_validator(mode="after")
-    def _alias_or_version(self) -> "Variant":
-        if (self.alias is None) == (self.version is None):
-            raise ValueError("a variant needs exactly one of 'alias' or 'version'")
-        return self
-
-
-class Shadow(Strict):
-    variant: str
-    fraction: float = Field(0.0, ge=0, le=1, description="share of requests mirrored to the shadow variant")
-
-
-class Experiment(Strict):
-    component: str
-    enabled: bool = True
-    sticky_key: Literal["session", "user", "request"] = "session"
-    variants: list[Variant] = Field(min_length=1)
-    shadow: Shadow | None = None
-
-    @field_validator("variants")
-    @classmethod
-    def _split(cls, v: list[Variant]) -> list[Variant]:
-        names = [x.name for x in v]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate variant name(s): {', '.join(dupes)}")
-        total = sum(x.weight for x in v)
-        if total != 100:
-            raise ValueError(f"variant weights sum to {total}, they must sum to 100")
-        return v
-
-    @field_validator("shadow")
-    @classmethod
-    def _known_variant(cls, v: Shadow | None, info: ValidationInfo) -> Shadow | None:
-        variants = info.data.get("variants")
-        if v is not None and variants is not None and v.variant not in {x.name for x in variants}:
-            known = ", ".join(x.name for x in variants)
-            raise ValueError(f"shadow variant {v.variant!r} is not a variant (known: {known})")
-        return v
-
-
-class ExperimentsFile(Strict):
-    """``configs/experiments.yaml``."""
-
-    experiments: dict[Name, Experiment] = Field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- schedules.yaml

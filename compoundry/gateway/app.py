@@ -31,6 +31,7 @@ from compoundry.gateway.errors import (
     install_error_handlers,
     internal_error_response,
 )
+from compoundry.gateway.feedback import router as feedback_router
 from compoundry.gateway.executor import CURRENT_STEP, ComponentReply, PipelineResult, run_pipeline
 from compoundry.gateway.openai_api import router as openai_router
 from compoundry.config.loader import load_config
@@ -39,8 +40,10 @@ from compoundry.gateway.reload import ConfigReloader
 from compoundry.gateway.metrics import GatewayMetrics
 from compoundry.gateway.routes import Refresher, RouteTable
 from compoundry.gateway.trust_layer import TrustLayer
+from compoundry.gateway.variants import ActiveExperiments
 from compoundry.metering import MeteringSink
 from compoundry.gateway.security import Security
+from compoundry.store.experiments import ExperimentStore
 from compoundry.store.keys import ApiKeys
 
 log = logging.getLogger(__name__)
@@ -145,13 +148,16 @@ def _header(scope, name: bytes) -> str | None:
 def create_app(settings, config, store) -> FastAPI:
     """The gateway app; ``store`` is read only by the background route refresher."""
     routes = RouteTable(store.routes, refresh_s=settings.config.route_refresh_s)
+    experiments = ActiveExperiments(lambda: app.state.config.experiments)
     dispatcher = Dispatcher(routes, None, lambda: app.state.config.components, settings.config.gateway,
-                            clock=time.perf_counter, experiments=lambda: app.state.config.experiments)
+                            clock=time.perf_counter, experiments=experiments)
 
     keys = KeyRing()
     metrics = GatewayMetrics(lambda: app.state.config.components)
     reloader = ConfigReloader(settings.config_dir, load_config, lambda new: setattr(app.state, "config", new))
     key_refresher = Refresher("api keys", ApiKeys(store).active, keys.replace, settings.config.route_refresh_s)
+    run_refresher = Refresher("experiment runs", ExperimentStore(store).ended, experiments.set_ended,
+                              settings.config.route_refresh_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -170,6 +176,7 @@ def create_app(settings, config, store) -> FastAPI:
             dispatcher.scaler = autoscaler
             await autoscaler.start()
         await key_refresher.start()
+        await run_refresher.start()
         await reloader.start()
         try:
             yield
@@ -178,6 +185,7 @@ def create_app(settings, config, store) -> FastAPI:
                 await autoscaler.stop()
             await reloader.stop()
             await key_refresher.stop()
+            await run_refresher.stop()
             await routes.stop()
             await dispatcher.aclose()
             await app.state.backend.aclose()
@@ -204,6 +212,7 @@ def create_app(settings, config, store) -> FastAPI:
     else:
         app.include_router(control_router)
     app.include_router(openai_router)
+    app.include_router(feedback_router)
     return app
 
 

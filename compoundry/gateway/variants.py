@@ -119,3 +119,30 @@ def _served_by(experiment, variant: str, serving: RouteView, serving_alias: str)
     if spec.alias is not None:
         return spec.alias == serving_alias
     return spec.version == serving.model_version
+
+
+class ActiveExperiments:
+    """The experiments the gateway splits: enabled in ``experiments.yaml`` and whose latest run has not ended.
+
+    Flows end a run (promotion, rollback, conclusion) in the database; the gateway's refresher passes the ended
+    names here. The mapping keeps its identity until the config or the ended set changes, so
+    :class:`VariantRouter` rebuilds its plans only then.
+    """
+
+    def __init__(self, configured: Callable[[], Mapping[str, object]]):
+        self._configured = configured
+        self.ended: frozenset[str] = frozenset()
+        self._source: object = None
+        self._seen_ended: frozenset[str] | None = None
+        self._active: Mapping[str, object] = {}
+
+    def set_ended(self, ended: frozenset[str]) -> None:
+        if ended != self.ended:
+            self.ended = frozenset(ended)
+
+    def __call__(self) -> Mapping[str, object]:
+        configured = self._configured()
+        if configured is not self._source or self.ended is not self._seen_ended:
+            self._active = {name: exp for name, exp in configured.items() if name not in self.ended}
+            self._source, self._seen_ended = configured, self.ended
+        return self._active

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from compoundry.gateway.routes import Periodic
 from compoundry.scaling.policy import Bounds, CompletionWindow, ReplicaPolicy
 from compoundry.scaling.spec import ScalingSpec
-from compoundry.scaling.warmup import prewarm_targets
+from compoundry.scaling.warmup import prewarm_hold_s, prewarm_targets
 
 log = logging.getLogger(__name__)
 DEMAND_TTL_TICKS = 3  # a held request counts as queued demand for this many ticks
@@ -56,6 +56,7 @@ class _Tracked:
     bento_tag: str | None = None
     live: int = 0
     demand_at: float | None = None  # last time a request waited for this deployment
+    held_until: float | None = None  # pre-warmed: kept up until its first access (or this time)
 
 
 class Autoscaler:
@@ -70,11 +71,16 @@ class Autoscaler:
         self._cold: set[str] = set()  # components whose serving deployment runs no replica
         self._cold_variants: dict[tuple[str, str], str] = {}  # (component, variant) -> deployment with none
         self._floors: dict[str, int] = {}
+        self._held: dict[str, str] = {}  # component -> its pre-warmed serving deployment, until first access
         self._prewarm: tuple[object, dict[str, set[str]]] = (None, {})
         self._loop: Periodic | None = None
 
     # --- request path (sync, cheap) ------------------------------------------------------
     def on_access(self, component: str, variant: str | None) -> None:
+        if self._held and component in self._held:  # the request it was warmed for has arrived
+            held = self.tracked.get(self._held.pop(component))
+            if held is not None:
+                held.held_until = None
         if self._cold:
             for name in (self._prewarm_for(component) | {component}) & self._cold:
                 self._wake(name, "cold_start" if name == component else "prewarm")
@@ -130,6 +136,12 @@ class Autoscaler:
         in_flight, queued = self.dispatcher.load_of(tracked.component, deployment)
         if tracked.demand_at is not None and now - tracked.demand_at <= DEMAND_TTL_TICKS * self.settings.tick_s:
             queued += 1
+        if tracked.held_until is not None:
+            if now < tracked.held_until:
+                queued += 1
+            else:
+                tracked.held_until = None
+                self._held.pop(tracked.component, None)
         load = tracked.window.load(now, in_flight, queued)
         desired = tracked.policy.recommend(now, load, tracked.live)
         if desired != tracked.live:
@@ -144,8 +156,22 @@ class Autoscaler:
 
     def _wake(self, component: str, reason: str) -> None:
         route = self.routes.routes.get(component)
-        if route is not None:
-            self._wake_deployment(route.deployment_id, reason)
+        if route is None:
+            return
+        if reason == "prewarm":
+            self._hold(component, route.deployment_id)
+        self._wake_deployment(route.deployment_id, reason)
+
+    def _hold(self, component: str, deployment: str) -> None:
+        """Keep a pre-warmed deployment up until the request that warmed it arrives (its idle window would
+        otherwise run out while upstream components are still starting)."""
+        tracked = self.tracked.get(deployment)
+        if tracked is None:
+            return
+        config = self.config()
+        limits = {name: c.timeouts.cold_start_s for name, c in config.components.items()}
+        tracked.held_until = self.clock() + prewarm_hold_s(config.pipelines, component, limits)
+        self._held[component] = deployment
 
     def _wake_deployment(self, deployment: str, reason: str) -> None:
         tracked = self.tracked.get(deployment)
@@ -176,11 +202,14 @@ class Autoscaler:
         task.add_done_callback(lambda _t: self._actions.pop(deployment, None))
 
     async def _converge(self, spec: ScalingSpec, tracked: _Tracked, replicas: int) -> None:
+        before = tracked.live
         try:
             tracked.live = await asyncio.to_thread(self.target.set_replicas, spec, replicas)
         except Exception:
             log.exception("scaling %s to %d replicas failed", spec.deployment_id, replicas)
             return
+        if tracked.live > before:  # a replica that has just become ready has not been idle yet
+            tracked.policy.last_active = self.clock()
         await self.routes.refresh()  # new replicas serve now, not at the next refresh
         if spec.deployment_id not in self._routed():  # replaced by a redeploy meanwhile: leave nothing running
             await asyncio.to_thread(self.target.set_replicas, spec, 0)

@@ -50,6 +50,20 @@ def prewarm_targets(pipelines: Mapping[str, object], component: str) -> set[str]
     return targets
 
 
+def prewarm_hold_s(pipelines: Mapping[str, object], component: str, cold_start_limit_s: Mapping[str, float]) -> float:
+    """How long a pre-warmed ``component`` is kept up waiting for the request that warmed it.
+
+    The request reaches it at the latest when every other component of the
+    pipeline has cold-started within its limit (``timeouts.cold_start_s``), so the
+    sum of those limits bounds the wait; the hold normally ends much earlier,
+    at the component's first access.
+    """
+    holds = [sum(cold_start_limit_s.get(c, 0.0) for c in pipeline.components if c != component)
+             for pipeline in pipelines.values()
+             if getattr(pipeline, "prewarm", False) and component in pipeline.components]
+    return max(holds, default=0.0)
+
+
 def first_request_delay(pipeline, cold_start_s: Mapping[str, float], warm: set[str], prewarm: bool,
                         service_s: Mapping[str, float] | None = None) -> float:
     """Seconds the pipeline's first request takes, all components in ``warm`` being ready.

@@ -84,8 +84,9 @@ class NoCapacity:
         return {d: "tag" for d in ids}
 
 
-def _autoscaler(live: dict[str, int]):
-    components = {n: Component(model=f"m-{n}", engine="pyfunc", scaling={"max_replicas": 3}) for n in "abc"}
+def _autoscaler(live: dict[str, int], clock=lambda: 0.0, idle_window_s: float = 300):
+    components = {n: Component(model=f"m-{n}", engine="pyfunc",
+                               scaling={"max_replicas": 3, "idle_window_s": idle_window_s}) for n in "abc"}
     pipelines = {"chain": Pipeline(steps={"a": {"component": "a"}, "b": {"component": "b", "depends_on": ["a"]},
                                           "c": {"component": "c", "depends_on": ["b"]}})}
     routes = SimpleNamespace(routes={n: RouteView(n, f"{n}-v1", f"m-{n}", "1", "pyfunc", ()) for n in "abc"})
@@ -99,7 +100,7 @@ def _autoscaler(live: dict[str, int]):
     target = RecordingTarget()
     target.live.update(live)
     settings = SimpleNamespace(tick_s=1.0, window_s=10.0, up_stabilization_s=0.0, down_stabilization_s=30.0)
-    return Autoscaler(routes, dispatcher, lambda: config, target, NoCapacity(), settings, clock=lambda: 0.0), target
+    return Autoscaler(routes, dispatcher, lambda: config, target, NoCapacity(), settings, clock=clock), target
 
 
 def test_first_access_wakes_the_component_and_its_cold_downstream_at_once():
@@ -126,6 +127,28 @@ def test_the_last_component_wakes_only_itself():
         scaler.request_capacity("c", "cold_start")
         await asyncio.sleep(0.05)
         assert target.calls == [("c-v1", 1)]
+        await scaler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_prewarmed_component_stays_up_for_its_request_then_idles_out():
+    async def scenario():
+        now = [0.0]
+        scaler, target = _autoscaler({"a-v1": 1}, clock=lambda: now[0], idle_window_s=3)
+        await scaler.tick()
+        scaler.on_access("a", None)
+        await asyncio.sleep(0.05)
+        assert target.live["c-v1"] == 1
+        now[0] = 60.0  # far past c's idle window, but the request is still on its way (b cold-starting)
+        await scaler.tick()
+        await asyncio.sleep(0.05)
+        assert target.live["c-v1"] == 1
+        scaler.on_access("c", None)  # the request arrives: from now on c idles like any component
+        for now[0] in (61.0, 100.0):
+            await scaler.tick()
+            await asyncio.sleep(0.05)
+        assert target.live["c-v1"] == 0
         await scaler.stop()
 
     asyncio.run(scenario())
