@@ -16,12 +16,15 @@ from registry.demo_models import _reqs, _run
 
 
 class Sleeper(PythonModel):
-    """Rows ``{"delay_ms": int, "text": str}`` -> ``{"echo": text, "pid": <replica pid>}`` after the delay."""
+    """Rows ``{"delay_ms": int, "text": str}`` -> ``{"echo": text, "pid": <replica pid>}`` after the delay
+    (plus the version's own ``extra_delay_ms``: a slower challenger for experiment tests)."""
 
     def load_context(self, context):
         import time
 
-        time.sleep(float((context.model_config or {}).get("load_s", 0)))
+        config = context.model_config or {}
+        self.extra_delay_ms = float(config.get("extra_delay_ms", 0))
+        time.sleep(float(config.get("load_s", 0)))
 
     def predict(self, context, model_input, params=None):
         import os
@@ -30,15 +33,16 @@ class Sleeper(PythonModel):
         rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
         rows = [r if isinstance(r, dict) else {"text": r} for r in rows]
         delay_ms = max((float(r.get("delay_ms") or 0) for r in rows), default=0.0)
+        delay_ms += getattr(self, "extra_delay_ms", 0.0)
         time.sleep(delay_ms / 1000)
         return [{"echo": str(r.get("text", "")), "pid": os.getpid()} for r in rows]
 
 
-def log_sleeper(load_s: float = 0.0, name: str = "sleeper") -> str:
+def log_sleeper(load_s: float = 0.0, name: str = "sleeper", extra_delay_ms: float = 0.0) -> str:
     """Log a Sleeper that takes ``load_s`` seconds to load; returns its model URI."""
     with _run(name):
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=Sleeper(), model_config={"load_s": load_s},
+            name="model", python_model=Sleeper(), model_config={"load_s": load_s, "extra_delay_ms": extra_delay_ms},
             input_example=[{"delay_ms": 10, "text": "hello"}], pip_requirements=_reqs(),
         )
     return info.model_uri

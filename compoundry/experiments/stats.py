@@ -83,14 +83,16 @@ def compare_continuous(challenger: str, control: str, challenger_values: Sequenc
     """Difference in means by Welch's t-test."""
     a, b = list(map(float, challenger_values)), list(map(float, control_values))
     mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
-    result = stats.ttest_ind(a, b, equal_var=False)
-    if math.isnan(result.pvalue):  # both samples constant: no evidence either way unless the means differ
-        p_value = 0.0 if mean_a != mean_b else 1.0
+    if len(set(a)) <= 1 and len(set(b)) <= 1:  # both constant: the t statistic is undefined
+        p_value = 0.0 if mean_a != mean_b and len(a) > 1 and len(b) > 1 else 1.0
         low = high = mean_a - mean_b
     else:
+        result = stats.ttest_ind(a, b, equal_var=False)
         p_value = float(result.pvalue)
         interval = result.confidence_interval(1 - alpha)
         low, high = float(interval.low), float(interval.high)
+        if math.isnan(p_value):  # a single observation on one side: no evidence yet
+            p_value, low, high = 1.0, -math.inf, math.inf
     return Comparison(challenger, control, "Welch's t-test", len(b), len(a), mean_b, mean_a, mean_a - mean_b,
                       low, high, p_value, alpha, hedges_g(a, b))
 
