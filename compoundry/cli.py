@@ -160,6 +160,9 @@ def _mount_optional_commands() -> None:
     app.add_typer(plan_app, name="plan")
     app.add_typer(warmup_app, name="warmup")
     app.add_typer(targets_app, name="targets")
+    from compoundry.cli_experiments import experiment_app
+
+    app.add_typer(experiment_app, name="experiment")
     try:
         from compoundry.cli_registry import register_commands
     except ImportError:

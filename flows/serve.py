@@ -12,6 +12,7 @@ from prefect.schedules import Cron
 from compoundry.config.loader import load_config
 from compoundry.settings import PlatformSettings
 from flows.deploy import deploy_model_version
+from flows.experiments import evaluate_experiment, promote, start_experiment
 from flows.poll import registry_poll
 from flows.warmup import scheduled_warmup
 
@@ -30,6 +31,7 @@ def deployments(settings: PlatformSettings):
             description="Deploy versions/alias moves that no webhook announced.", **poll_kwargs,
         ),
         *warmup_deployments(config),
+        *experiment_deployments(config),
     ]
 
 
@@ -47,6 +49,28 @@ def warmup_deployments(config):
         )
         for name, entry in config.schedules.items() if entry.flow == "scheduled-warmup"
     ]
+
+
+def experiment_deployments(config):
+    """start-experiment, evaluate-experiment and promote, run by hand or by `compoundry experiment ...`; and one
+    evaluate-experiment deployment per schedules.yaml entry, with its cron (paused when disabled)."""
+    by_hand = [
+        start_experiment.to_deployment(name="start-experiment", tags=["compoundry", "experiment"],
+                                       description="Deploy an experiment's variants and start splitting traffic."),
+        evaluate_experiment.to_deployment(name="evaluate-experiment", tags=["compoundry", "experiment"],
+                                          description="Test the variants; roll back or promote."),
+        promote.to_deployment(name="promote", tags=["compoundry", "experiment"],
+                              description="Make a variant the component's serving deployment."),
+    ]
+    scheduled = [
+        evaluate_experiment.to_deployment(
+            name=name, tags=["compoundry", "experiment"], parameters=entry.parameters,
+            schedule=Cron(entry.cron, timezone=entry.timezone, active=entry.enabled),
+            description=f"Scheduled evaluation from configs/schedules.yaml ({entry.cron} {entry.timezone}).",
+        )
+        for name, entry in config.schedules.items() if entry.flow == "evaluate-experiment"
+    ]
+    return by_hand + scheduled
 
 
 def main() -> None:

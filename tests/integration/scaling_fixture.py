@@ -61,8 +61,12 @@ def write_configs(config_dir: Path, components: str, pipelines: str = "pipelines
 
 
 @contextmanager
-def scaling_platform(state: Path, components: str, pipelines: str, platform: str, load_s: dict[str, float]):
-    """Yield a running ScalingPlatform; ``load_s``: component -> model load seconds (one version each)."""
+def scaling_platform(state: Path, components: str, pipelines: str, platform: str, load_s: dict[str, float],
+                     services: tuple[str, ...] = ("mlflow",)):
+    """Yield a running ScalingPlatform; ``load_s``: component -> model load seconds (one version each).
+
+    ``services``: what the supervisor starts besides the gateway (add ``prefect`` for tests that run flows).
+    """
     from bentos.build import build_bento
     from compoundry.platform.supervisor import Supervisor
     from registry.sleeper_model import log_sleeper
@@ -75,7 +79,7 @@ def scaling_platform(state: Path, components: str, pipelines: str, platform: str
         gateway = None
         store = PlatformStore(settings.database_url)
         try:
-            supervisor.up(only=["mlflow"])
+            supervisor.up(only=list(services))
             import mlflow
 
             while mlflow.active_run() is not None:  # an earlier test may have left this process pointing elsewhere

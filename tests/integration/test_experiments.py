@@ -1,0 +1,165 @@
+"""A/B experiments end to end (issue 5): real gateway traffic → real metering rows and feedback →
+the real start/evaluate/promote flows on a real Prefect server → MLflow alias and routes move.
+
+One component (``ranker``, a sleeper model) and three versions: v1 (the champion), v2 (users like its
+answers better: feedback says so) and v3 (300 ms slower: breaches a latency guardrail).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import httpx
+import pytest
+
+from compoundry.store.experiments import ExperimentStore
+from registry.sleeper_model import log_sleeper
+from registry.store import ModelStore
+from tests.integration.platform_fixture import wait_until
+from tests.integration.scaling_fixture import MODEL, scaling_platform
+
+pytestmark = pytest.mark.integration
+
+COMPONENTS = """
+components:
+  ranker:
+    model: compoundry-sleeper
+    engine: pyfunc
+    scaling: {min_replicas: 1, max_replicas: 1, idle_window_s: 600}
+    timeouts: {request_s: 30, cold_start_s: 120}
+"""
+PLATFORM = "route_refresh_s: 0.2\nregistry: {webhooks: false}\ngateway: {auth_required: false}\n"
+
+BETTER = """
+experiments:
+  better-ab:
+    component: ranker
+    sticky_key: session
+    variants:
+      - {name: control, alias: champion, weight: 50}
+      - {name: candidate, version: "2", weight: 50}
+    metric: {source: feedback, name: helpful}
+    min_samples: 40
+"""
+SLOWER = """
+experiments:
+  slower-ab:
+    component: ranker
+    variants:
+      - {name: control, alias: champion, weight: 50}
+      - {name: slow, version: "3", weight: 50}
+    guardrails: {max_p95_ms: 200, min_calls: 15}
+    min_samples: 1000
+"""
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    with scaling_platform(tmp_path_factory.mktemp("experiments"), COMPONENTS, "pipelines: {}\n", PLATFORM,
+                          {"ranker": 0.0}, services=("mlflow", "prefect")) as platform:
+        models = ModelStore(platform.settings.mlflow_url)
+        models.set_alias(MODEL, "champion", "1")
+        assert models.register(MODEL, log_sleeper(0.0, "ranker-v2")).version == "2"
+        assert models.register(MODEL, log_sleeper(0.0, "ranker-v3", extra_delay_ms=300)).version == "3"
+        platform.wait_replicas("ranker", 1, timeout_s=120)
+        yield platform
+
+
+def _use(platform, experiments: str) -> None:
+    (platform.settings.config_dir / "experiments.yaml").write_text(experiments)
+    time.sleep(2.5)  # the gateway polls configs/ every second
+
+
+def _traffic(platform, requests: int, feedback: dict[str, float] | None = None, seed: int = 0) -> dict[str, int]:
+    """``requests`` calls with distinct sessions; with ``feedback`` (variant -> P(helpful)) each gets a verdict."""
+    rng, seen = random.Random(seed), {}
+    for i in range(requests):
+        answer = platform.client.post("/v1/components/ranker", headers={"X-Session-Id": f"s{seed}-{i}"},
+                                      json={"inputs": {"data": [{"delay_ms": 5, "text": "q"}]}})
+        assert answer.status_code == 200, answer.text
+        variant = answer.json()["variant"]
+        seen[variant] = seen.get(variant, 0) + 1
+        if feedback is not None:
+            verdict = 1.0 if rng.random() < feedback[variant] else 0.0
+            posted = platform.client.post("/v1/feedback", json={"request_id": answer.headers["x-request-id"],
+                                                                "name": "helpful", "value": verdict})
+            assert posted.status_code == 202, posted.text
+    return seen
+
+
+def _metered(platform, experiment_calls: int) -> None:
+    """Metering is written in batches: wait until the rows are in the database."""
+    from sqlalchemy import func, select
+
+    from compoundry.metering.tables import metering_table
+
+    def enough():
+        with platform.store.engine.connect() as conn:
+            return conn.scalar(select(func.count()).select_from(metering_table)) >= experiment_calls
+    wait_until(enough, timeout_s=30, what="metering rows")
+
+
+def test_feedback_is_validated_and_stored(lab):
+    bad = lab.client.post("/v1/feedback", json={"request_id": "r1", "value": "very"})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
+    ok = lab.client.post("/v1/feedback", json={"request_id": "r1", "name": "helpful", "value": True})
+    assert ok.status_code == 202 and ok.json()["request_id"] == "r1"
+
+
+def test_a_clearly_better_challenger_is_promoted_and_the_alias_moves(lab):
+    from flows.experiments import evaluate_experiment, start_experiment
+
+    _use(lab, BETTER)
+    started = start_experiment("better-ab")
+    assert set(started["deployed"]) == {"candidate"}  # v2 deployed as the candidate's own route
+    wait_until(lambda: lab.client.get("/v1/routes").json()["routes"]["ranker"]["variants"].get("candidate", {})
+               .get("replicas"), timeout_s=30, what="the gateway to route the candidate")
+
+    _traffic(lab, 10, {"control": 0.3, "candidate": 0.9}, seed=1)
+    _metered(lab, 10)
+    early = evaluate_experiment("better-ab")
+    assert early["action"] == "continue" and early["reason"].startswith("no decision"), early
+
+    seen = _traffic(lab, 140, {"control": 0.3, "candidate": 0.9}, seed=2)
+    assert seen["candidate"] > 40 and seen["control"] > 40
+    _metered(lab, 150)
+    result = evaluate_experiment("better-ab")
+    assert result["action"] == "promote" and result["winner"] == "candidate", result
+    comparison = result["comparisons"][0]
+    assert comparison["p_value"] < 0.01 and comparison["ci_low"] > 0
+
+    assert ModelStore(lab.settings.mlflow_url).by_alias(MODEL, "champion").version == "2"
+    assert lab.store.routes()["ranker"].model_version == "2"
+    assert ExperimentStore(lab.store).latest("better-ab").status == "promoted"
+    wait_until(lambda: not lab.store.routes()["ranker"].variants, timeout_s=30, what="the variant route retired")
+    time.sleep(1)
+    answers = {lab.client.post("/v1/components/ranker", headers={"X-Session-Id": f"after-{i}"},
+                               json={"inputs": {"data": [{"delay_ms": 1, "text": "q"}]}}).json()["model_version"]
+               for i in range(10)}
+    assert answers == {"2"}  # the split stopped: everyone gets the new champion
+
+
+def test_a_guardrail_breach_rolls_the_challenger_back(lab):
+    from flows.experiments import evaluate_experiment, start_experiment
+
+    _use(lab, SLOWER)
+    start_experiment("slower-ab")
+    wait_until(lambda: lab.client.get("/v1/routes").json()["routes"]["ranker"]["variants"].get("slow", {})
+               .get("replicas"), timeout_s=30, what="the gateway to route the slow variant")
+    seen = _traffic(lab, 50, seed=3)
+    assert seen.get("slow", 0) >= 15
+    _metered(lab, 200)
+    result = evaluate_experiment("slower-ab")
+    assert result["action"] == "rollback" and "slow: p95" in result["reason"], result
+    assert ExperimentStore(lab.store).latest("slower-ab").status == "rolled_back"
+    assert ModelStore(lab.settings.mlflow_url).by_alias(MODEL, "champion").version == "2"  # nothing promoted
+    wait_until(lambda: not lab.store.routes()["ranker"].variants, timeout_s=30, what="the slow variant retired")
+    time.sleep(1)
+    variants = {lab.client.post("/v1/components/ranker", headers={"X-Session-Id": f"rb-{i}"},
+                                json={"inputs": {"data": [{"delay_ms": 1, "text": "q"}]}}).json()["variant"]
+                for i in range(20)}
+    assert variants == {None} or variants == {"control"}  # all traffic back on the champion
+    runs = httpx.post(f"{lab.settings.prefect_api_url}/flow_runs/filter", timeout=30,
+                      json={"flows": {"name": {"any_": ["evaluate-experiment"]}}}).json()
+    assert len(runs) >= 3 and all(r["state"]["type"] == "COMPLETED" for r in runs)
