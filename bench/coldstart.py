@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -120,6 +120,7 @@ def run(repeats: int, workdir: Path | None = None) -> dict:
     load = {f"{p}-{s}": LOAD_S[s] for p in ("naive", "warm", "solo") for s in CHAIN}
     results: dict[str, list[float]] = {k: [] for k in ("no_warming", "prewarming", "tiered", "scheduled")}
     singles: dict[str, list[float]] = {s: [] for s in CHAIN}
+    parallel: list[float] = []  # per pre-warming run: the slowest of the replicas started together
     with tempfile.TemporaryDirectory() as tmp, \
             scaling_platform(workdir or Path(tmp), _components(), _pipelines(), PLATFORM, load) as platform:
         total = repeats * (len(CHAIN) + 4)
@@ -138,7 +139,9 @@ def run(repeats: int, workdir: Path | None = None) -> dict:
                 bar.advance(task)
                 bar.update(task, description="coordinated pre-warming")
                 all_at_zero(platform, warm)
+                since = datetime.now(timezone.utc)
                 measured(results["prewarming"], first_request_s, platform, "warm-chain")
+                parallel.append(slowest_ready_since(platform.store, "warm-", since))
                 bar.advance(task)
                 bar.update(task, description="tiered: slowest component kept warm")
                 all_at_zero(platform, warm)
@@ -149,7 +152,7 @@ def run(repeats: int, workdir: Path | None = None) -> dict:
                 measured(results["scheduled"], _with_floor, platform, warm, "warm-chain")
                 bar.advance(task)
         bar_spike = _spike(platform, warm)
-    return _summarise(results, singles, bar_spike, repeats)
+    return _summarise(results, singles, bar_spike, repeats, parallel)
 
 
 def _with_floor(platform, components: list[str], pipeline: str) -> float:
@@ -198,10 +201,24 @@ def _spike(platform, components: list[str]) -> dict:
     return {"spiked": target, "before": before, "peak_during_spike": {c: max(v) for c, v in counts.items()}}
 
 
-def _summarise(results, singles, spike, repeats) -> dict:
+def slowest_ready_since(store, prefix: str, since: datetime) -> float:
+    """The longest start-to-ready among ``prefix`` replicas started after ``since``: on this machine, replicas
+    started in parallel share 2 cores, so this, not a cold start measured alone, is what pre-warming can reach."""
+    from compoundry.store.tables import Replica
+
+    with store._session() as s:
+        rows = s.query(Replica.deployment_id, Replica.started_at, Replica.ready_s).all()
+    times = [ready for deployment, started, ready in rows if deployment.startswith(prefix) and ready is not None
+             and (started if started.tzinfo else started.replace(tzinfo=timezone.utc)) >= since]
+    return max(times, default=float("nan"))
+
+
+def _summarise(results, singles, spike, repeats, parallel=()) -> dict:
     med = {k: round(statistics.median(v), 2) for k, v in results.items()}
     single_med = {k: round(statistics.median(v), 2) for k, v in singles.items()}
     bound = max(single_med.values())
+    together = [t for t in parallel if t == t]  # NaN: no replica recorded
+    together_med = round(statistics.median(together), 2) if together else None
     return {
         "repeats": repeats, "load_s": LOAD_S, "first_request_s": results, "median_s": med,
         "single_cold_start_s": singles, "single_median_s": single_med, "parallel_bound_s": bound,
@@ -210,8 +227,14 @@ def _summarise(results, singles, spike, repeats) -> dict:
                    "prewarming_vs_no_warming": round(med["prewarming"] / med["no_warming"], 3),
                    "tiered_vs_no_warming": round(med["tiered"] / med["no_warming"], 3),
                    "scheduled_vs_no_warming": round(med["scheduled"] / med["no_warming"], 3)},
-        "spike": spike, "errors": ERRORS,
+        "spike": spike, "errors": ERRORS, "prewarm_parallel_ready_s": list(parallel),
+        "prewarm_parallel_ready_median_s": together_med,
+        "prewarming_vs_parallel_ready": round(med["prewarming"] / together_med, 3) if together_med else None,
     }
+
+
+def _ratio(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
 
 
 def write_doc(result: dict, path: Path) -> None:
@@ -229,13 +252,16 @@ def write_doc(result: dict, path: Path) -> None:
         f"| coordinated pre-warming | {med['prewarming']:.2f} | {r['prewarming_vs_no_warming']:.2f} |",
         f"| tiered: min 1 on `{SLOWEST}`, the others from zero | {med['tiered']:.2f} | {r['tiered_vs_no_warming']:.2f} |",
         f"| scheduled warm-up active | {med['scheduled']:.2f} | {r['scheduled_vs_no_warming']:.2f} |", "",
-        f"Single cold starts measured alone (median s): "
+        "Single cold starts measured alone (median s): "
         + ", ".join(f"{k} {v:.2f}" for k, v in result["single_median_s"].items())
         + f"; their sum {result['sum_of_singles_s']:.2f} s, the slowest (the parallel bound) "
         f"{result['parallel_bound_s']:.2f} s.", "",
         "| target | result | met |", "|---|---|---|",
         f"| pre-warming within 10% of the slowest single cold start | {r['prewarming_vs_bound']:.2f}x the bound | "
         f"{'yes' if r['prewarming_vs_bound'] <= 1.10 else 'no'} |",
+        f"| pre-warming vs the slowest replica it started (in parallel, sharing 2 cores) | "
+        f"{_ratio(result.get('prewarming_vs_parallel_ready'))} ({result.get('prewarm_parallel_ready_median_s')} s) | "
+        f"{'yes' if (result.get('prewarming_vs_parallel_ready') or 9) <= 1.10 else 'no'} |",
         f"| no cold start while a scheduled warm-up is active | first request {med['scheduled']:.2f} s | "
         f"{'yes' if med['scheduled'] < 1.0 else 'no'} |",
         f"| 10x spike on `{s['spiked']}` alone scales it alone | {s['spiked']}: {s['before'][s['spiked']]} -> "

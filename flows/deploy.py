@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 from prefect import flow, get_run_logger, task
@@ -53,6 +54,42 @@ def check_signature(info: ModelVersionInfo, engine: str) -> str:
     if signature is None and engine == "pyfunc":
         raise DeployError(f"{info.name} v{info.version} has no model signature; log it with one (engine pyfunc)")
     return str(signature) if signature is not None else "none (allowed for engine %s)" % engine
+
+
+@task(cache_policy=NO_CACHE, task_run_name="evaluation gate for {component}")
+def evaluation_gate(tracking_uri: str, info: ModelVersionInfo, component: str, evaluation) -> str:
+    """The version's evaluation dataset must pass the component's expectation suite before anything is built.
+
+    A failed gate fails the run here (its artifact lists the failed expectations and rows); the route does not move.
+    """
+    if evaluation is None:
+        return "no gate configured"
+    import tempfile
+
+    from mlflow.artifacts import download_artifacts
+
+    from compoundry.gates.artifacts import publish_gate
+    from compoundry.gates.evaluation import EvaluationSuiteError, check_evaluation_dataset, read_dataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            if info.run_id is None:
+                raise FileNotFoundError("the version has no MLflow run")
+            local = download_artifacts(run_id=info.run_id, artifact_path=evaluation.dataset, dst_path=tmp,
+                                       tracking_uri=tracking_uri)
+        except Exception as exc:  # MLflow says "not found" in several ways
+            missing = f"no evaluation dataset {evaluation.dataset!r} for {info.name} v{info.version} ({exc})"
+            if evaluation.required:
+                raise DeployError(missing + "; components.yaml requires one") from None
+            get_run_logger().warning("%s: deploying without the evaluation gate", missing)
+            return "skipped: no dataset"
+        try:
+            result = check_evaluation_dataset(component, read_dataset(Path(local)), evaluation.expectations)
+        except EvaluationSuiteError as exc:
+            raise DeployError(str(exc)) from None
+    publish_gate([result], key=f"evaluation-gate-{component}",
+                 title=f"Evaluation dataset of {info.name} v{info.version} ({evaluation.dataset})")
+    return f"passed: {result.rows} rows, {result.expectations} expectations"
 
 
 @task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5, task_run_name="build bento ({engine})")
@@ -138,6 +175,7 @@ def deploy_model_version(model_name: str, version: str, component: str | None = 
 
     info = resolve_version(settings.mlflow_url, model_name, str(version))
     signature = check_signature(info, comp.engine)
+    gate = evaluation_gate(settings.mlflow_url, info, component, comp.evaluation)
     labels = {"component": component, "model": model_name, "version": str(version)}
     bento_tag = build(comp.engine, labels, str(settings.bentoml_home))
 
@@ -168,7 +206,7 @@ def deploy_model_version(model_name: str, version: str, component: str | None = 
         "component": component, "variant": variant, "deployment": deployment_id, "model": model_name, "version": str(version),
         "bento": bento_tag, "replica": replica.url, "replicas": len(replicas), "replica_ready_s": round(waited, 2),
         "model_load_s": smoke["model_load_s"], "replaced": previous, "source": source,
-        "total_s": round(time.monotonic() - started, 2), "signature": signature,
+        "total_s": round(time.monotonic() - started, 2), "signature": signature, "evaluation_gate": gate,
     }
     emit_event(
         event="compoundry.deployment.ready",

@@ -116,6 +116,23 @@ class Trust(Strict):
         return names
 
 
+class Expectation(BaseModel):
+    """One Great Expectations expectation: its snake_case name and its arguments (``column``, ``value_set``...)."""
+
+    model_config = {"extra": "allow"}
+    type: str = Field(pattern=r"^expect_[a-z0-9_]+$", description="e.g. expect_column_values_to_not_be_null")
+
+
+class Evaluation(Strict):
+    """The gate a version's evaluation dataset must pass before it deploys."""
+
+    dataset: str = Field(description="artifact path in the version's MLflow run, e.g. eval/intents_eval.csv "
+                                     "(.csv, .parquet, .json or .jsonl)")
+    required: bool = Field(False, description="fail the deploy when the version has no such dataset "
+                                              "(default: deploy without the gate, and say so)")
+    expectations: list[Expectation] = Field(min_length=1)
+
+
 class Component(Strict):
     """A logical model endpoint that pipelines call by name."""
 
@@ -133,6 +150,8 @@ class Component(Strict):
     serverless: Serverless | None = Field(None, description="an external endpoint for serverless traffic: "
                                                             "always in mode serverless, on spill-over in auto")
     trust: Trust = Field(default_factory=Trust, description="hooks for direct calls (/v1/components, OpenAI routes)")
+    evaluation: Evaluation | None = Field(None, description="a Great Expectations gate on each version's evaluation "
+                                                            "dataset, run before it deploys")
 
     @model_validator(mode="after")
     def _external_fits_the_engine(self) -> "Component":
