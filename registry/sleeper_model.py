@@ -38,9 +38,25 @@ class Sleeper(PythonModel):
         return [{"echo": str(r.get("text", "")), "pid": os.getpid()} for r in rows]
 
 
-def log_sleeper(load_s: float = 0.0, name: str = "sleeper", extra_delay_ms: float = 0.0) -> str:
-    """Log a Sleeper that takes ``load_s`` seconds to load; returns its model URI."""
+def log_sleeper(load_s: float = 0.0, name: str = "sleeper", extra_delay_ms: float = 0.0,
+                eval_rows: list[dict] | None = None) -> str:
+    """Log a Sleeper that takes ``load_s`` seconds to load; returns its model URI.
+
+    ``eval_rows`` are logged with the run as ``eval/data.csv`` (an evaluation dataset for the deploy gate).
+    """
     with _run(name):
+        if eval_rows is not None:
+            import csv
+            import tempfile
+            from pathlib import Path
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "data.csv"
+                with open(path, "w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=list(eval_rows[0]))
+                    writer.writeheader()
+                    writer.writerows(eval_rows)
+                mlflow.log_artifact(str(path), artifact_path="eval")
         info = mlflow.pyfunc.log_model(
             name="model", python_model=Sleeper(), model_config={"load_s": load_s, "extra_delay_ms": extra_delay_ms},
             input_example=[{"delay_ms": 10, "text": "hello"}], pip_requirements=_reqs(),

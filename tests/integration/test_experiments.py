@@ -28,6 +28,11 @@ components:
     engine: pyfunc
     scaling: {min_replicas: 1, max_replicas: 1, idle_window_s: 600}
     timeouts: {request_s: 30, cold_start_s: 120}
+    evaluation:
+      dataset: eval/data.csv
+      expectations:
+        - {type: expect_column_values_to_not_be_null, column: query}
+        - {type: expect_column_values_to_be_in_set, column: label, value_set: [relevant, irrelevant]}
 """
 PLATFORM = "route_refresh_s: 0.2\nregistry: {webhooks: false}\ngateway: {auth_required: false}\n"
 
@@ -163,3 +168,23 @@ def test_a_guardrail_breach_rolls_the_challenger_back(lab):
     runs = httpx.post(f"{lab.settings.prefect_api_url}/flow_runs/filter", timeout=30,
                       json={"flows": {"name": {"any_": ["evaluate-experiment"]}}}).json()
     assert len(runs) >= 3 and all(r["state"]["type"] == "COMPLETED" for r in runs)
+
+
+def test_a_version_whose_evaluation_dataset_fails_its_suite_does_not_deploy(lab):
+    from flows.deploy import deploy_model_version
+
+    rows = [{"query": "refund", "label": "relevant"}, {"query": "", "label": "relevant"},
+            {"query": "invoice", "label": "maybe"}]  # row 1: a null query (empty in CSV); row 2: an unknown label
+    version = ModelStore(lab.settings.mlflow_url).register(MODEL, log_sleeper(0.0, "ranker-bad-eval",
+                                                                              eval_rows=rows)).version
+    before = lab.store.routes()["ranker"].deployment_id
+    with pytest.raises(Exception, match="data gate failed: ranker-evaluation"):
+        deploy_model_version(MODEL, version, component="ranker")
+    assert lab.store.routes()["ranker"].deployment_id == before  # nothing built, nothing switched
+    assert not [d for d in lab.store.deployments("ranker") if d.model_version == version]
+    api = lab.settings.prefect_api_url
+    artifact = httpx.post(f"{api}/artifacts/latest/filter", timeout=30,
+                          json={"artifacts": {"key": {"any_": ["evaluation-gate-ranker"]}}}).json()[0]
+    body = artifact["data"]
+    assert "expect_column_values_to_be_in_set" in body and "maybe" in body
+    assert "expect_column_values_to_not_be_null" in body
