@@ -209,6 +209,16 @@ class PlatformStore:
             replicas = _replicas_by_deployment(s, [d.id for d in deps], ready_only=False)
             return [_view(d, d.id in routed, replicas.get(d.id, ()), routed.get(d.id)) for d in deps]
 
+    def replica_urls_in_use(self) -> set[str]:
+        """URLs of replicas that hold (or may still hold) their port: starting, ready or draining.
+
+        Stopped and failed replicas of a deployment that keeps running (an autoscaled one churns many) free
+        their port; counting them would exhaust the replica port range.
+        """
+        live = (DeploymentStatus.STARTING.value, DeploymentStatus.READY.value, DeploymentStatus.DRAINING.value)
+        with self._session() as s:
+            return set(s.scalars(select(Replica.url).where(Replica.status.in_(live))))
+
     def deployment(self, deployment_id: str) -> DeploymentView | None:
         return next((d for d in self.deployments() if d.id == deployment_id), None)
 

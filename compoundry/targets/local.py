@@ -112,8 +112,7 @@ class LocalTarget:
         return url
 
     def _free_port(self) -> int:
-        taken = {_port_of(r.url) for d in self.store.deployments() if d.status != DeploymentStatus.STOPPED.value
-                 for r in d.replicas}
+        taken = {_port_of(url) for url in self.store.replica_urls_in_use()}
         start, end = self.settings.replica_ports
         for port in range(start, end + 1):
             if port not in taken and port_free(self.settings.host, port):

@@ -75,3 +75,12 @@ def test_create_schema_adds_columns_an_older_database_lacks(tmp_path):
     with store.engine.connect() as conn:
         assert conn.execute(sa.text("select tenant, shadow from metering_records")).one() == ("acme", False)
     store.close()
+
+
+def test_only_live_replicas_hold_their_port(store):
+    """An autoscaled deployment churns replicas: stopped and failed ones must give their ports back."""
+    store.add_deployment("auto", "emb", "m", "1", "sentence-transformers")
+    for i, status in enumerate([DeploymentStatus.STOPPED, DeploymentStatus.FAILED, DeploymentStatus.READY,
+                                DeploymentStatus.STARTING, DeploymentStatus.DRAINING]):
+        store.add_replica(f"auto-r{i}", "auto", f"http://127.0.0.1:{9200 + i}", 10 + i, status)
+    assert store.replica_urls_in_use() == {"http://127.0.0.1:9202", "http://127.0.0.1:9203", "http://127.0.0.1:9204"}
