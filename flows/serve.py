@@ -11,6 +11,7 @@ from prefect.schedules import Cron
 
 from compoundry.config.loader import load_config
 from compoundry.settings import PlatformSettings
+from flows.cost_report import cost_report
 from flows.deploy import deploy_model_version
 from flows.poll import registry_poll
 from flows.warmup import scheduled_warmup
@@ -29,23 +30,30 @@ def deployments(settings: PlatformSettings):
             name="registry-poll", tags=["compoundry"],
             description="Deploy versions/alias moves that no webhook announced.", **poll_kwargs,
         ),
-        *warmup_deployments(config),
+        *(d for flow_name in SCHEDULED for d in scheduled_deployments(config, flow_name)),
     ]
 
 
-def warmup_deployments(config):
-    """One deployment per ``scheduled-warmup`` entry of schedules.yaml, named after it.
+#: schedules.yaml ``flow`` -> (flow, tag, what its deployments' descriptions call it)
+SCHEDULED = {"scheduled-warmup": (scheduled_warmup, "warm-up", "Scheduled warm-up"),
+             "cost-report": (cost_report, "cost", "Scheduled cost report")}
+
+
+def scheduled_deployments(config, flow_name: str):
+    """One deployment per ``flow_name`` entry of schedules.yaml, named after it (``<flow>/<entry>``).
 
     A disabled entry still becomes a deployment, with its schedule paused, so
-    a person can see it in the UI and run it by hand.
+    a person can see it in the UI and run it by hand. The entry's
+    ``parameters`` are the flow run's.
     """
+    fn, tag, what = SCHEDULED[flow_name]
     return [
-        scheduled_warmup.to_deployment(
-            name=name, tags=["compoundry", "warm-up"], parameters=entry.parameters,
+        fn.to_deployment(
+            name=name, tags=["compoundry", tag], parameters=entry.parameters,
             schedule=Cron(entry.cron, timezone=entry.timezone, active=entry.enabled),
-            description=f"Scheduled warm-up from configs/schedules.yaml ({entry.cron} {entry.timezone}).",
+            description=f"{what} from configs/schedules.yaml ({entry.cron} {entry.timezone}).",
         )
-        for name, entry in config.schedules.items() if entry.flow == "scheduled-warmup"
+        for name, entry in config.schedules.items() if entry.flow == flow_name
     ]
 
 

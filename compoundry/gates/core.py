@@ -76,7 +76,7 @@ class GateResult:
             parts.append(f"{f.unexpected_count} of {f.element_count} rows fail"
                          + (f"; the first {min(len(f.rows), max_rows)}:" if f.rows else ".") + "\n")
             if f.rows:
-                parts.append(_markdown_table(list(f.rows)[:max_rows]))
+                parts.append(markdown_table(list(f.rows)[:max_rows]))
         return "\n".join(parts) + "\n"
 
 
@@ -212,7 +212,8 @@ def _one_line(f: ExpectationFailure) -> str:
     return f"{f.expectation}{where}: {f.unexpected_count} row(s)" + (f" (rows {rows})" if rows else "")
 
 
-def _markdown_table(rows: list[dict[str, Any]]) -> str:
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Rows of dicts as a GitHub markdown table (columns in first-seen order; cells cut at 40 characters)."""
     columns = list(dict.fromkeys(k for r in rows for k in r))
     cell = lambda v: "" if v is None else _short(v, 40).replace("|", "\\|")  # noqa: E731
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

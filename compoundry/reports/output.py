@@ -19,6 +19,11 @@ from compoundry.reports.cost import CostReport, ReportError
 FORMATS = ("csv", "parquet")
 
 
+def default_out(settings) -> str:
+    """Reports go under the platform's state folder unless told otherwise."""
+    return str(settings.state_dir / "reports")
+
+
 @dataclass(frozen=True)
 class Target:
     """A folder (``path``) or an S3 location (``bucket`` + ``prefix``) for one report's files."""
