@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
 from compoundry.config.loader import load_config
 from compoundry.gates.artifacts import publish_gate
@@ -27,7 +28,7 @@ ARTIFACT_TABLES = ("by_pipeline", "by_component", "by_variant", "by_mode", "by_t
                    "latency_by_pipeline", "critical_path_shares")
 
 
-@task(name="metering-gate")
+@task(name="metering-gate", cache_policy=NO_CACHE)  # reads the live DB: never a cached verdict
 def gate(store: PlatformStore, config, since, until):
     checked = check(store.engine, config, since, until)
     publish_gate(checked.gates, key="metering-gate", title="Metering gate")

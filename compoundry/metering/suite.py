@@ -15,13 +15,14 @@ import pandas as pd
 from compoundry.metering.records import MODES
 
 LATENCY_CLASSES = ("interactive", "batch")
-OUTCOME_PATTERN = r"^(ok|fallback|shed|error:.+)$"
+OUTCOME_PATTERN = r"^(?:ok|fallback|shed|error:.+)$"
 TERMINAL = ("stopped", "failed")
 
 
 def metering_expectations(components: Iterable[str], since: datetime, until: datetime) -> list:
     """Rules for ``metering_records`` rows of ``[since, until)``; ``components`` are the priced ones."""
     import great_expectations.expectations as gxe
+    from great_expectations.expectations.row_conditions import Column
 
     known = sorted(components)
     durations = [gxe.ExpectColumnValuesToBeBetween(
@@ -34,7 +35,7 @@ def metering_expectations(components: Iterable[str], since: datetime, until: dat
         gxe.ExpectColumnValuesToNotBeNull(
             column="pipeline_id", description="cost is attributed per pipeline; '' marks a direct call, null is a bug"),
         gxe.ExpectColumnValueLengthsToBeBetween(
-            column="pipeline_id", min_value=1, row_condition="step.notnull()", condition_parser="pandas",
+            column="pipeline_id", min_value=1, row_condition=Column("step").is_not_null(),
             description="a call made for a pipeline step must carry its pipeline id"),
         *durations, *counts,
         gxe.ExpectColumnValuesToBeInSet(
@@ -58,6 +59,7 @@ def metering_expectations(components: Iterable[str], since: datetime, until: dat
 def replica_expectations(components: Iterable[str]) -> list:
     """Rules for the replica lifetimes a report bills (replicas joined with their deployment's component)."""
     import great_expectations.expectations as gxe
+    from great_expectations.expectations.row_conditions import Column
 
     return [
         gxe.ExpectColumnValuesToBeInSet(
@@ -65,7 +67,7 @@ def replica_expectations(components: Iterable[str]) -> list:
             description="only components in components.yaml have a replica_hour price"),
         gxe.ExpectColumnValuesToNotBeNull(column="started_at", description="a lifetime needs its start"),
         gxe.ExpectColumnValuesToNotBeNull(
-            column="stopped_at", row_condition='status in ["stopped", "failed"]', condition_parser="pandas",
+            column="stopped_at", row_condition=Column("status").is_in(list(TERMINAL)),
             description="a stopped replica must say when it stopped, or its cost is unknown "
                         "(rows from before the stopped_at column: see docs/cost-reports.md)"),
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(
