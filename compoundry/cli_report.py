@@ -66,7 +66,7 @@ def cost(
     except ReportError as err:
         err_console.print(f"[red]{escape(str(err))}[/]")
         raise typer.Exit(1)
-    except Exception as err:  # the database or the output failed: say which, no traceback
+    except Exception as err:  # noqa: BLE001 - the database or the output failed: say which, no traceback
         err_console.print(f"[red]cost report failed: {type(err).__name__}: {escape(str(err))}[/]")
         raise typer.Exit(1)
     if as_json:

@@ -215,7 +215,10 @@ def _one_line(f: ExpectationFailure) -> str:
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """Rows of dicts as a GitHub markdown table (columns in first-seen order; cells cut at 40 characters)."""
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    cell = lambda v: "" if v is None else _short(v, 40).replace("|", "\\|")  # noqa: E731
+
+    def cell(v: Any) -> str:
+        return "" if v is None else _short(v, 40).replace("|", "\\|")
+
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"

@@ -55,7 +55,7 @@ class Tariff:
     target_concurrency: float = 1.0
 
     @classmethod
-    def of(cls, component) -> "Tariff":
+    def of(cls, component) -> Tariff:
         """From a ``compoundry.config.models.Component``."""
         return cls(component.mode, component.prices, component.scaling.min_replicas,
                    component.scaling.target_concurrency)
