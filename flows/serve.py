@@ -11,6 +11,7 @@ from prefect.schedules import Cron
 
 from compoundry.config.loader import load_config
 from compoundry.settings import PlatformSettings
+from flows.cost_report import cost_report
 from flows.deploy import deploy_model_version
 from flows.experiments import evaluate_experiment, promote, start_experiment
 from flows.poll import registry_poll
@@ -30,31 +31,38 @@ def deployments(settings: PlatformSettings):
             name="registry-poll", tags=["compoundry"],
             description="Deploy versions/alias moves that no webhook announced.", **poll_kwargs,
         ),
-        *warmup_deployments(config),
-        *experiment_deployments(config),
+        *(d for flow_name in SCHEDULED for d in scheduled_deployments(config, flow_name)),
+        *experiment_deployments(),
     ]
 
 
-def warmup_deployments(config):
-    """One deployment per ``scheduled-warmup`` entry of schedules.yaml, named after it.
+#: schedules.yaml ``flow`` -> (flow, tag, what its deployments' descriptions call it)
+SCHEDULED = {"scheduled-warmup": (scheduled_warmup, "warm-up", "Scheduled warm-up"),
+             "cost-report": (cost_report, "cost", "Scheduled cost report"),
+             "evaluate-experiment": (evaluate_experiment, "experiment", "Scheduled experiment evaluation")}
+
+
+def scheduled_deployments(config, flow_name: str):
+    """One deployment per ``flow_name`` entry of schedules.yaml, named after it (``<flow>/<entry>``).
 
     A disabled entry still becomes a deployment, with its schedule paused, so
-    a person can see it in the UI and run it by hand.
+    a person can see it in the UI and run it by hand. The entry's
+    ``parameters`` are the flow run's.
     """
+    fn, tag, what = SCHEDULED[flow_name]
     return [
-        scheduled_warmup.to_deployment(
-            name=name, tags=["compoundry", "warm-up"], parameters=entry.parameters,
+        fn.to_deployment(
+            name=name, tags=["compoundry", tag], parameters=entry.parameters,
             schedule=Cron(entry.cron, timezone=entry.timezone, active=entry.enabled),
-            description=f"Scheduled warm-up from configs/schedules.yaml ({entry.cron} {entry.timezone}).",
+            description=f"{what} from configs/schedules.yaml ({entry.cron} {entry.timezone}).",
         )
-        for name, entry in config.schedules.items() if entry.flow == "scheduled-warmup"
+        for name, entry in config.schedules.items() if entry.flow == flow_name
     ]
 
 
-def experiment_deployments(config):
-    """start-experiment, evaluate-experiment and promote, run by hand or by `compoundry experiment ...`; and one
-    evaluate-experiment deployment per schedules.yaml entry, with its cron (paused when disabled)."""
-    by_hand = [
+def experiment_deployments():
+    """start-experiment, evaluate-experiment and promote, run by hand or by `compoundry experiment ...`."""
+    return [
         start_experiment.to_deployment(name="start-experiment", tags=["compoundry", "experiment"],
                                        description="Deploy an experiment's variants and start splitting traffic."),
         evaluate_experiment.to_deployment(name="evaluate-experiment", tags=["compoundry", "experiment"],
@@ -62,15 +70,6 @@ def experiment_deployments(config):
         promote.to_deployment(name="promote", tags=["compoundry", "experiment"],
                               description="Make a variant the component's serving deployment."),
     ]
-    scheduled = [
-        evaluate_experiment.to_deployment(
-            name=name, tags=["compoundry", "experiment"], parameters=entry.parameters,
-            schedule=Cron(entry.cron, timezone=entry.timezone, active=entry.enabled),
-            description=f"Scheduled evaluation from configs/schedules.yaml ({entry.cron} {entry.timezone}).",
-        )
-        for name, entry in config.schedules.items() if entry.flow == "evaluate-experiment"
-    ]
-    return by_hand + scheduled
 
 
 def main() -> None:

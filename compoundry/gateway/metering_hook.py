@@ -7,7 +7,7 @@ sink's buffer (sub-microsecond); the sink's own thread writes batches.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from compoundry.gateway.calls import CallRecord
 from compoundry.metering import OK, SHED, MeteringRecord, MeteringSink, error_outcome, price_call
@@ -24,7 +24,7 @@ def metering_callback(sink: MeteringSink, components: Callable[[], dict]) -> Cal
                           outcome=outcome) if prices is not None else 0.0
         ctx = call.context
         sink.record(MeteringRecord(
-            timestamp=datetime.now(timezone.utc), tenant=ctx.tenant or "anonymous",
+            timestamp=_started(call), tenant=ctx.tenant or "anonymous",
             pipeline_id=ctx.pipeline or "", request_id=ctx.request_id, step=ctx.step, component=call.component,
             variant=call.variant or call.model_version or "", deployment_id=call.deployment or "",
             mode=_mode(call, config),
@@ -32,6 +32,14 @@ def metering_callback(sink: MeteringSink, components: Callable[[], dict]) -> Cal
             prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens, outcome=outcome,
             cost=cost, shadow=call.shadow))
     return on_call
+
+
+def _started(call: CallRecord) -> datetime:
+    """When the call started (the record's documented meaning): the dispatcher reports it once it ended.
+
+    The cost report's latency decomposition places each step on the pipeline's timeline from this.
+    """
+    return datetime.now(timezone.utc) - timedelta(milliseconds=call.cold_start_ms + call.compute_ms)
 
 
 def _mode(call: CallRecord, config) -> str:

@@ -23,7 +23,10 @@ from compoundry.store.tables import (
     Route,
     VariantRoute,
     WebhookDelivery,
+    utcnow,
 )
+
+_TERMINAL = (DeploymentStatus.STOPPED, DeploymentStatus.FAILED)
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,10 @@ class PlatformStore:
             row.status = status.value
             if pid is not None:
                 row.pid = pid
+            if status in _TERMINAL:
+                row.stopped_at = row.stopped_at or utcnow()  # the first stop ends its billed lifetime
+            else:
+                row.stopped_at = None
 
     def set_route(self, component: str, deployment_id: str) -> str | None:
         """Point a component at a deployment; returns the deployment it replaced."""

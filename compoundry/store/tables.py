@@ -60,6 +60,9 @@ class Replica(Base):
     status: Mapped[str] = mapped_column(String(20), default=DeploymentStatus.STARTING.value)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     ready_s: Mapped[float | None] = mapped_column(Float, nullable=True)  # process start -> /readyz: the cold start
+    # set when the replica is marked stopped or failed: its lifetime [started_at, stopped_at) is what a
+    # dedicated replica costs (cost reports); added later, so create_schema adds it to older databases
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Route(Base):

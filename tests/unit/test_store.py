@@ -84,3 +84,24 @@ def test_only_live_replicas_hold_their_port(store):
                                 DeploymentStatus.STARTING, DeploymentStatus.DRAINING]):
         store.add_replica(f"auto-r{i}", "auto", f"http://127.0.0.1:{9200 + i}", 10 + i, status)
     assert store.replica_urls_in_use() == {"http://127.0.0.1:9202", "http://127.0.0.1:9203", "http://127.0.0.1:9204"}
+
+
+def test_a_stopped_or_failed_replica_keeps_when_it_stopped_for_cost_reports(store):
+    import sqlalchemy as sa
+
+    store.add_deployment("emb-v1", "emb", "m", "1", "pyfunc")
+    for rid in ("r0", "r1", "r2"):
+        store.add_replica(rid, "emb-v1", f"http://127.0.0.1:91{rid[-1]}", None, DeploymentStatus.READY)
+    store.set_replica_status("r0", DeploymentStatus.STOPPED)
+    store.set_replica_status("r1", DeploymentStatus.FAILED)
+
+    def stopped():
+        with store.engine.connect() as conn:
+            return dict(conn.execute(sa.text("select id, stopped_at from replicas")).all())
+
+    first = stopped()
+    assert first["r0"] is not None and first["r1"] is not None and first["r2"] is None
+    store.set_replica_status("r0", DeploymentStatus.FAILED)  # a later status does not move the end
+    assert stopped()["r0"] == first["r0"]
+    store.set_replica_status("r1", DeploymentStatus.READY)  # back to live: running again, no end
+    assert stopped()["r1"] is None
