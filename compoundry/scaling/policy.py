@@ -121,6 +121,7 @@ class CompletionWindow:
         self.window_s = window_s
         self._calls: deque[tuple[float, float, int]] = deque()  # (finished at, total service seconds, calls)
         self._first_seen: float | None = None
+        self._count, self._service = 0, 0.0  # running sums over ``_calls``: ``load`` is O(expired entries)
 
     def add(self, now: float, service_s: float, count: int = 1) -> None:
         """``count`` calls finished at ``now`` taking ``service_s`` each on average (the simulator adds a tick's worth)."""
@@ -129,17 +130,21 @@ class CompletionWindow:
         if self._first_seen is None:
             self._first_seen = now
         self._calls.append((now, service_s * count, count))
+        self._count += count
+        self._service += service_s * count
 
     def load(self, now: float, in_flight: int = 0, queued: int = 0) -> Load:
-        while self._calls and self._calls[0][0] < now - self.window_s:
-            self._calls.popleft()
-        if not self._calls:
+        calls, horizon = self._calls, now - self.window_s
+        while calls and calls[0][0] < horizon:
+            _, service, count = calls.popleft()
+            self._count -= count
+            self._service -= service
+        if not calls:
+            self._count, self._service = 0, 0.0  # no float drift survives an empty window
             return Load(0.0, in_flight, queued, 0.0)
         # a window younger than window_s (first calls after a scale from zero) is measured over its own age
         span = min(self.window_s, max(now - (self._first_seen or now), 1.0))
-        calls = sum(n for _, _, n in self._calls)
-        latency = sum(s for _, s, _ in self._calls) / calls
-        return Load(calls / span, in_flight, queued, latency)
+        return Load(self._count / span, in_flight, queued, self._service / self._count)
 
 
 def deployment_bounds(scaling, up_window_s: float, down_window_s: float, floor: int = 0) -> Bounds:
