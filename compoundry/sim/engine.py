@@ -36,6 +36,7 @@ from compoundry.scaling.warmup import prewarm_targets
 
 REPLICAS, AUTO, SERVERLESS = "replicas", "auto", "serverless"
 HELD_TICKS = DEMAND_TTL_TICKS  # a held call counts as queued demand this many ticks
+PROGRESS_TICKS = 8640  # report progress this often (a virtual day at 10 s ticks)
 LANE_CAPACITY = GatewaySettings().queue_capacity  # the autoscaler sees at most this many queued calls per lane
 
 
@@ -145,55 +146,72 @@ def simulate(scenario, calls: np.ndarray, user_requests: np.ndarray, plan: Plan,
             state[i].ready = state[i].scaling.min_replicas  # the deployment starts at its provisioned floor
     for comp in state:
         comp.observe_own = plan.signal == "component"
-    floors = [plan.floors.get(c) for c in components]
-    shape = (n, len(components))
-    f32 = np.float32
-    rec = Records(np.zeros(shape, f32), np.zeros(shape, f32), np.zeros(shape, f32), np.zeros(shape, f32),
-                  np.zeros(shape, dtype=np.int32), np.zeros(shape, dtype=np.int32))
-    rep_s, ext, held = np.zeros(len(components)), np.zeros(len(components)), np.zeros(len(components))
-    result = Result(plan.name, components, rec, rep_s, ext, held, np.zeros(len(components), dtype=np.int64))
+    floors = [plan.floors[c].tolist() if c in plan.floors else None for c in components]
+    width = len(components)
+    rec = _Lists(n * width)
+    rep_s, ext, held = [0.0] * width, [0.0] * width, [0.0] * width
+    result = Result(plan.name, components, None, rep_s, ext, held, [0] * width)
     rows, users = calls.tolist(), user_requests.tolist()
     ready_at_row = [0.0] * len(components)
     for k in range(n):
         t0, t1 = k * dt, (k + 1) * dt
-        row = rows[k]
+        row, base = rows[k], k * width
         for i in order_idx:
             comp = state[i]
             rep_s[i] += (comp.ready + len(comp.starting)) * dt
             if comp.mode == SERVERLESS:
                 ext[i] += row[i]
-                rec.external[k, i] = 1.0
+                rec.external[base + i] = 1.0
                 continue
-            if row[i] and comp.total == 0 and comp.mode == REPLICAS:
+            if row[i] and not comp.ready and not comp.starting and comp.mode == REPLICAS:
                 when = t0 + _reach_delay(i, t0, up_idx, state, ready_at_row)
                 _wake(comp, when, t1, rep_s, i, result, components, "cold_start")
                 for j in targets[i]:
                     if state[j].total == 0 and state[j].mode == REPLICAS:
                         _wake(state[j], when, t1, rep_s, j, result, components, "prewarm")
             ready_at_row[i] = t0 if comp.ready else (min(comp.starting) if comp.starting else math.inf)
-            _serve(comp, row[i], t0, t1, dt, k, i, rec, ext, held)
+            _serve(comp, row[i], t0, t1, dt, base + i, i, rec, ext, held)
         for i in order_idx:
             comp = state[i]
             if comp.mode == SERVERLESS or plan.static is not None:
-                rec.replicas[k, i], rec.ready[k, i] = comp.total, comp.ready
+                rec.replicas[base + i], rec.ready[base + i] = comp.ready + len(comp.starting), comp.ready
                 continue
-            floor = int(floors[i][k]) if floors[i] is not None else 0
+            floor = floors[i][k] if floors[i] is not None else 0
             if floor != comp.floor:
                 comp.floor = floor
                 comp.policy.bounds = deployment_bounds(comp.scaling, 0.0, scenario.down_stabilization_s, floor)
             if plan.signal == "user":
                 comp.window.add(t0 + dt / 2, comp.s, users[k])
             queued = min(int(comp.backlog), LANE_CAPACITY) if comp.ready else 0  # held calls wait outside the lane
-            desired = decide(comp.policy, comp.window, t1, comp.last_in_flight, queued, comp.total,
+            total = comp.ready + len(comp.starting)
+            desired = decide(comp.policy, comp.window, t1, comp.last_in_flight, queued, total,
                              held=t1 - comp.held_at <= HELD_TICKS * dt)
-            if desired != comp.total:
-                result.events.append((t1, components[i], comp.total, desired, "load"))
+            if desired != total:
+                result.events.append((t1, components[i], total, desired, "load"))
                 comp.set_total(t1, desired)
-            rec.replicas[k, i], rec.ready[k, i] = comp.total, comp.ready
-        if progress is not None and k % 8640 == 0:
+            rec.replicas[base + i], rec.ready[base + i] = comp.ready + len(comp.starting), comp.ready
+        if progress is not None and k % PROGRESS_TICKS == 0:
             progress(k, n)
-    result.cold_starts[:] = [c.started for c in state]
+    result.records = rec.arrays(n, width)
+    result.replica_seconds, result.external_calls = np.array(rep_s), np.array(ext)
+    result.held_calls, result.cold_starts = np.array(held), np.array([c.started for c in state])
     return result
+
+
+class _Lists:
+    """The records as flat Python lists while the clock runs (a list store is ~10x cheaper than numpy's)."""
+
+    def __init__(self, size: int):
+        self.ready_in, self.ahead_s, self.servers, self.external = ([0.0] * size for _ in range(4))
+        self.replicas, self.ready = [0] * size, [0] * size
+
+    def arrays(self, n: int, width: int) -> Records:
+        def arr(values, dtype):
+            return np.asarray(values, dtype=dtype).reshape(n, width)
+
+        f32 = np.float32
+        return Records(arr(self.ready_in, f32), arr(self.ahead_s, f32), arr(self.servers, f32),
+                       arr(self.external, f32), arr(self.replicas, np.int32), arr(self.ready, np.int32))
 
 
 def _reach_delay(i: int, t0: float, up_idx, state, ready_at_row) -> float:
@@ -213,8 +231,8 @@ def _wake(comp: _Component, when: float, t1: float, rep_s, i: int, result: Resul
     result.events.append((when, components[i], 0, 1, why))
 
 
-def _serve(comp: _Component, arrivals: int, t0: float, t1: float, dt: float, k: int, i: int, rec: Records,
-           ext: np.ndarray, held: np.ndarray) -> None:
+def _serve(comp: _Component, arrivals: int, t0: float, t1: float, dt: float, pos: int, i: int, rec: _Lists,
+           ext: list, held: list) -> None:
     """Move finished cold starts to ready, serve the tick's calls, record what the latency model needs."""
     ready_s, first = comp.ready * dt, (t0 if comp.ready else math.inf)
     if comp.starting:
@@ -225,26 +243,27 @@ def _serve(comp: _Component, arrivals: int, t0: float, t1: float, dt: float, k: 
             first = min(first, max(min(joined), t0))
             comp.ready += len(joined)
     if first > t0:
-        held[i] += arrivals * min(1.0, (first - t0) / dt)
-        rec.ready_in[k, i] = first - t0 if first != math.inf else (min(comp.starting) - t0 if comp.starting
+        if comp.mode != AUTO:  # auto mode sends these to the serverless backend instead of holding them
+            held[i] += arrivals * min(1.0, (first - t0) / dt)
+        rec.ready_in[pos] = first - t0 if first != math.inf else (min(comp.starting) - t0 if comp.starting
                                                                     else math.inf)
     if comp.mode == AUTO:
-        _spill(comp, arrivals, ready_s, t0, dt, k, i, rec, ext)
+        _spill(comp, arrivals, ready_s, t0, dt, pos, i, rec, ext)
         return
     rate = comp.ready * comp.slots / comp.s  # calls per second once this tick's replicas are all ready
     work = comp.backlog + arrivals
     served = min(work, ready_s * comp.slots / comp.s)
     backlog = work - served
-    rec.ahead_s[k, i] = (comp.backlog + backlog) / 2 / rate if rate > 0 else 0.0
-    rec.servers[k, i] = ready_s * comp.slots / dt
+    rec.ahead_s[pos] = (comp.backlog + backlog) / 2 / rate if rate > 0 else 0.0
+    rec.servers[pos] = ready_s * comp.slots / dt
     comp.backlog = backlog
     if comp.observe_own:
         comp.window.add(t0 + dt / 2, comp.s, int(served))
     comp.last_in_flight = min(round(served * comp.s / dt), comp.ready * comp.slots)
 
 
-def _spill(comp: _Component, arrivals: int, ready_s: float, t0: float, dt: float, k: int, i: int, rec: Records,
-           ext: np.ndarray) -> None:
+def _spill(comp: _Component, arrivals: int, ready_s: float, t0: float, dt: float, pos: int, i: int, rec: _Lists,
+           ext: list) -> None:
     """``auto`` mode: own replicas up to their concurrency threshold, the rest to the serverless backend.
 
     ``spill_over`` with nothing in flight says whether there is dedicated
@@ -254,8 +273,8 @@ def _spill(comp: _Component, arrivals: int, ready_s: float, t0: float, dt: float
     limit = 0.0 if spill_over(DedicatedState(comp.ready, 0, comp.tc, False)) else ready_s * comp.tc / comp.s
     own = min(float(arrivals), limit)
     ext[i] += arrivals - own
-    rec.external[k, i] = (arrivals - own) / arrivals if arrivals else 0.0
-    rec.servers[k, i] = ready_s * comp.slots / dt
+    rec.external[pos] = (arrivals - own) / arrivals if arrivals else 0.0
+    rec.servers[pos] = ready_s * comp.slots / dt
     if comp.observe_own:
         comp.window.add(t0 + dt / 2, comp.s, arrivals)  # spilled calls are metered on the serving route too
     comp.last_in_flight = round(own * comp.s / dt)

@@ -77,7 +77,8 @@ def pipeline_latency(scenario, name: str, counts: np.ndarray, result, calls: np.
             k = np.minimum((reach // dt).astype(np.int64), n - 1)
             ratio = scenario.ratio(name, step)
             ca2 = 1 + ratio * (trace_cv ** 2 - 1)
-            wq = queue_wait_mean(rec.servers[:, i], calls[:, i], dt, model.service_s, ca2, model.service_cv ** 2)
+            own = calls[:, i] * (1.0 - rec.external[:, i])  # spilled calls do not queue at the replicas
+            wq = queue_wait_mean(rec.servers[:, i], own, dt, model.service_s, ca2, model.service_cv ** 2)
             cold_wait = np.maximum(0.0, k * dt + rec.ready_in[k, i] - reach)
             wait = cold_wait + rec.ahead_s[k, i] + wq[k] * rng.exponential(size=reach.shape)
             external = rng.uniform(size=reach.shape) < rec.external[k, i]
