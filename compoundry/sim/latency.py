@@ -74,7 +74,7 @@ def pipeline_latency(scenario, name: str, counts: np.ndarray, result, calls: np.
             reach = arrival.copy()
             for dep in pipeline.steps[step].depends_on:
                 np.maximum(reach, finish[dep], out=reach)
-            k = np.minimum((reach // dt).astype(np.int64), n - 1)
+            k = (np.minimum(reach, (n - 1) * dt) // dt).astype(np.int64)  # inf: no replica was ever coming
             ratio = scenario.ratio(name, step)
             ca2 = 1 + ratio * (trace_cv ** 2 - 1)
             own = calls[:, i] * (1.0 - rec.external[:, i])  # spilled calls do not queue at the replicas
@@ -87,7 +87,8 @@ def pipeline_latency(scenario, name: str, counts: np.ndarray, result, calls: np.
             runs = rng.uniform(size=reach.shape) < ratio
             finish[step] = reach + runs * (wait + _service(model, reach.shape, rng))
     total = np.max(np.stack(list(finish.values())), axis=0) - arrival
-    p95 = np.where(seen, np.percentile(total, 95, axis=1), np.nan)
+    with np.errstate(invalid="ignore"):  # intervals without traffic may hold inf - inf; they are masked
+        p95 = np.where(seen, np.percentile(total, 95, axis=1), np.nan)
     return PipelineLatency(p95, steady_p95(scenario, name, rng), pipeline.sla_ms / 1000,
                            float(cold[seen].mean()) if seen.any() else 0.0)
 
