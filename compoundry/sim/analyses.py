@@ -114,3 +114,9 @@ def savings(outcomes: dict, scenario, trace) -> dict:
             "pure_serverless": serverless, "pure_dedicated": dedicated, "hybrid": hybrid,
             "hybrid_saving": (1 - hybrid / min(serverless, dedicated)) if hybrid and dedicated else None,
             "study": {"vs_static": (0.30, 0.40), "hybrid_saving": (0.15, 0.20)}}
+
+
+def evaluate(scenario, trace, outcomes: list) -> dict:
+    """Every analysis of the report, for one set of policy outcomes on ``trace``."""
+    return {"cascade": cascade(scenario), "tiering": tiering(scenario), "spike": spike_factors(scenario),
+            "savings": savings({o.policy: o for o in outcomes}, scenario, trace)}
