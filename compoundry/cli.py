@@ -160,6 +160,7 @@ def _mount_optional_commands() -> None:
     app.add_typer(plan_app, name="plan")
     app.add_typer(warmup_app, name="warmup")
     app.add_typer(targets_app, name="targets")
+    app.add_typer(__import__("compoundry.cli_sim", fromlist=["simulate_app"]).simulate_app, name="simulate")
     try:
         from compoundry.cli_registry import register_commands
     except ImportError:
