@@ -20,6 +20,7 @@ from compoundry.scaling.policy import CompletionWindow
 from compoundry.sim.policies import build_plan
 from compoundry.sim.scenario import study_scenario
 from compoundry.store.store import RouteView
+from tests.unit.test_capacity import NoCapacity, RecordingTarget
 
 NAME, DEPLOYMENT = "dialogue-llm", "dialogue-llm-v1"
 
@@ -56,26 +57,6 @@ def _simulated(monkeypatch):
     return scenario, component, decisions, list(RecordingWindow.adds)
 
 
-class Target:
-    def __init__(self):
-        self.live, self.calls = {}, []
-
-    def replicas(self, deployment_id):
-        return self.live.get(deployment_id, 0)
-
-    def set_replicas(self, spec, replicas):
-        self.calls.append(replicas)
-        return replicas
-
-
-class NoFloors:
-    def active_floors(self):
-        return {}
-
-    def bento_tags(self, ids):
-        return {d: "tag" for d in ids}
-
-
 def test_the_live_autoscaler_decides_what_the_simulator_decided(monkeypatch):
     scenario, component, decisions, adds = _simulated(monkeypatch)
     assert len({d[4] for d in decisions}) > 3  # the trace moves the count up and down
@@ -91,8 +72,8 @@ def test_the_live_autoscaler_decides_what_the_simulator_decided(monkeypatch):
     config = SimpleNamespace(components={NAME: component}, pipelines={})
     settings = SimpleNamespace(tick_s=scenario.tick_s, window_s=scenario.window_s, up_stabilization_s=0.0,
                                down_stabilization_s=scenario.down_stabilization_s)
-    target = Target()
-    scaler = Autoscaler(routes, dispatcher, lambda: config, target, NoFloors(), settings, clock=lambda: now[0])
+    target = RecordingTarget()
+    scaler = Autoscaler(routes, dispatcher, lambda: config, target, NoCapacity(), settings, clock=lambda: now[0])
 
     async def replay():
         target.live[DEPLOYMENT] = 1
@@ -108,7 +89,7 @@ def test_the_live_autoscaler_decides_what_the_simulator_decided(monkeypatch):
             before = len(target.calls)
             await scaler.tick()
             await asyncio.gather(*scaler._actions.values())
-            live_decisions.append(target.calls[-1] if len(target.calls) > before else current)
+            live_decisions.append(target.calls[-1][1] if len(target.calls) > before else current)
         await scaler.stop()
         return live_decisions
 
