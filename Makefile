@@ -37,6 +37,7 @@ bench: $(STAMP)  ## benchmarks; results in bench/results/ and docs/benchmarks.md
 	$(BIN)/python bench/registration_to_serving.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/coldstart.py
+	$(BIN)/python bench/sim.py
 
 clean: down
 	rm -rf .compoundry

@@ -162,9 +162,11 @@ def _mount_optional_commands() -> None:
     app.add_typer(targets_app, name="targets")
     from compoundry.cli_experiments import experiment_app
     from compoundry.cli_report import report_app
+    from compoundry.cli_sim import simulate_app
 
     app.add_typer(experiment_app, name="experiment")
     app.add_typer(report_app, name="report")
+    app.add_typer(simulate_app, name="simulate")
     try:
         from compoundry.cli_registry import register_commands
     except ImportError:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from compoundry.gateway.routes import Periodic
-from compoundry.scaling.policy import Bounds, CompletionWindow, ReplicaPolicy
+from compoundry.scaling.policy import Bounds, CompletionWindow, ReplicaPolicy, decide, deployment_bounds
 from compoundry.scaling.spec import ScalingSpec
 from compoundry.scaling.warmup import prewarm_hold_s, prewarm_targets
 
@@ -134,25 +134,22 @@ class Autoscaler:
             return
         tracked.policy.bounds = self._bounds(config, tracked.component, tracked.variant)
         in_flight, queued = self.dispatcher.load_of(tracked.component, deployment)
-        if tracked.demand_at is not None and now - tracked.demand_at <= DEMAND_TTL_TICKS * self.settings.tick_s:
-            queued += 1
-        if tracked.held_until is not None:
+        if tracked.held_until is not None:  # pre-warmed, waiting for the request that warmed it
             if now < tracked.held_until:
                 queued += 1
             else:
                 tracked.held_until = None
                 self._held.pop(tracked.component, None)
-        load = tracked.window.load(now, in_flight, queued)
-        desired = tracked.policy.recommend(now, load, tracked.live)
+        held = tracked.demand_at is not None and now - tracked.demand_at <= DEMAND_TTL_TICKS * self.settings.tick_s
+        desired = decide(tracked.policy, tracked.window, now, in_flight, queued, tracked.live, held)
         if desired != tracked.live:
             self._act(deployment, tracked, desired, _reason(desired, tracked, self._floors))
 
     def _bounds(self, config, component: str, variant: str | None) -> Bounds:
         """The component's bounds, raised by a warm-up floor on its serving deployment (not on variants)."""
-        s = config.scaling
-        bounds = Bounds(s.min_replicas, s.max_replicas, s.target_concurrency, s.idle_window_s,
-                        self.settings.up_stabilization_s, self.settings.down_stabilization_s)
-        return bounds.with_floor(self._floors.get(component, 0)) if variant is None else bounds
+        floor = self._floors.get(component, 0) if variant is None else 0
+        return deployment_bounds(config.scaling, self.settings.up_stabilization_s,
+                                 self.settings.down_stabilization_s, floor)
 
     def _wake(self, component: str, reason: str) -> None:
         route = self.routes.routes.get(component)

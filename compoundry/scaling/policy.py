@@ -119,20 +119,48 @@ class CompletionWindow:
 
     def __init__(self, window_s: float = 10.0):
         self.window_s = window_s
-        self._calls: deque[tuple[float, float]] = deque()  # (finished at, service seconds)
+        self._calls: deque[tuple[float, float, int]] = deque()  # (finished at, total service seconds, calls)
         self._first_seen: float | None = None
+        self._count, self._service = 0, 0.0  # running sums over ``_calls``: ``load`` is O(expired entries)
 
-    def add(self, now: float, service_s: float) -> None:
+    def add(self, now: float, service_s: float, count: int = 1) -> None:
+        """``count`` calls finished at ``now`` taking ``service_s`` each on average (the simulator adds a tick's worth)."""
+        if count <= 0:
+            return
         if self._first_seen is None:
             self._first_seen = now
-        self._calls.append((now, service_s))
+        self._calls.append((now, service_s * count, count))
+        self._count += count
+        self._service += service_s * count
 
     def load(self, now: float, in_flight: int = 0, queued: int = 0) -> Load:
-        while self._calls and self._calls[0][0] < now - self.window_s:
-            self._calls.popleft()
-        if not self._calls:
+        calls, horizon = self._calls, now - self.window_s
+        while calls and calls[0][0] < horizon:
+            _, service, count = calls.popleft()
+            self._count -= count
+            self._service -= service
+        if not calls:
+            self._count, self._service = 0, 0.0  # no float drift survives an empty window
             return Load(0.0, in_flight, queued, 0.0)
         # a window younger than window_s (first calls after a scale from zero) is measured over its own age
         span = min(self.window_s, max(now - (self._first_seen or now), 1.0))
-        latency = sum(s for _, s in self._calls) / len(self._calls)
-        return Load(len(self._calls) / span, in_flight, queued, latency)
+        return Load(self._count / span, in_flight, queued, self._service / self._count)
+
+
+def deployment_bounds(scaling, up_window_s: float, down_window_s: float, floor: int = 0) -> Bounds:
+    """A component's ``scaling:`` settings as bounds, raised by a warm-up ``floor`` (0: none)."""
+    bounds = Bounds(scaling.min_replicas, scaling.max_replicas, scaling.target_concurrency, scaling.idle_window_s,
+                    up_window_s, down_window_s)
+    return bounds.with_floor(floor) if floor else bounds
+
+
+def decide(policy: ReplicaPolicy, window: CompletionWindow, now: float, in_flight: int, queued: int,
+           current: int, held: bool = False) -> int:
+    """One tick's replica count for one deployment, exactly as the gateway's autoscaler takes it.
+
+    ``held``: a request waited for this deployment within the last few ticks
+    (it counts as one more queued call). The simulator calls this too, so the
+    same observed inputs give the same decision live and simulated.
+    """
+    load = window.load(now, in_flight, queued + (1 if held else 0))
+    return policy.recommend(now, load, current)
