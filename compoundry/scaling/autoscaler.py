@@ -134,16 +134,21 @@ class Autoscaler:
             return
         tracked.policy.bounds = self._bounds(config, tracked.component, tracked.variant)
         in_flight, queued = self.dispatcher.load_of(tracked.component, deployment)
-        if tracked.held_until is not None:  # pre-warmed, waiting for the request that warmed it
-            if now < tracked.held_until:
-                queued += 1
-            else:
-                tracked.held_until = None
-                self._held.pop(tracked.component, None)
-        held = tracked.demand_at is not None and now - tracked.demand_at <= DEMAND_TTL_TICKS * self.settings.tick_s
+        waited_for = tracked.demand_at is not None and now - tracked.demand_at <= DEMAND_TTL_TICKS * self.settings.tick_s
+        held = waited_for or self._prewarm_pending(tracked, now)
         desired = decide(tracked.policy, tracked.window, now, in_flight, queued, tracked.live, held)
         if desired != tracked.live:
             self._act(deployment, tracked, desired, _reason(desired, tracked, self._floors))
+
+    def _prewarm_pending(self, tracked: _Tracked, now: float) -> bool:
+        """Pre-warmed and the request that warmed it has not arrived yet (nor has the hold run out)."""
+        if tracked.held_until is None:
+            return False
+        if now < tracked.held_until:
+            return True
+        tracked.held_until = None
+        self._held.pop(tracked.component, None)
+        return False
 
     def _bounds(self, config, component: str, variant: str | None) -> Bounds:
         """The component's bounds, raised by a warm-up floor on its serving deployment (not on variants)."""
