@@ -47,8 +47,11 @@ def _run_flow(deployment: str, parameters: dict, wait: bool) -> None:
     console.print(f"flow run [bold]{run.name}[/]: {settings.prefect_ui_url}/runs/flow-run/{run.id}")
     if wait:
         state = run.state
-        console.print(f"finished: [bold]{state.type.value if state else 'unknown'}[/] {state.message or '' if state else ''}")
-        if state is None or not state.is_completed():
+        if state is None:
+            console.print("[red]the flow run reported no state[/]")
+            raise typer.Exit(1)
+        console.print(f"finished: [bold]{state.type.value}[/] {state.message or ''}")
+        if not state.is_completed():
             raise typer.Exit(1)
 
 
@@ -104,14 +107,13 @@ def status(name: str = typer.Argument(..., help="The experiment."),
                       f"{f' (winner {run.winner})' if run.winner else ''}: {run.reason}")
         return
     now = datetime.now(timezone.utc)
-    started = run.started_at if run.started_at.tzinfo else run.started_at.replace(tzinfo=timezone.utc)
-    observed = observe(store.engine, experiment, started, now)
-    decision = decide(experiment, observed, (now - started).total_seconds() / 3600)
+    observed = observe(store.engine, experiment, run.started_utc, now)
+    decision = decide(experiment, observed, run.hours_running(now))
     if as_json:
         console.print_json(json.dumps(evaluation_result(name, run, observed, decision), default=str))
         return
     table = Table("variant", "calls", "errors", "error rate", "p95 ms", "samples", "metric mean",
-                  title=f"{name}: run {run.id}, started {started:%Y-%m-%d %H:%M} UTC")
+                  title=f"{name}: run {run.id}, started {run.started_utc:%Y-%m-%d %H:%M} UTC")
     for line in variants_table(observed).splitlines()[2:]:
         table.add_row(*[cell.strip() for cell in line.strip("|").split("|")])
     console.print(table)

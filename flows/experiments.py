@@ -134,8 +134,8 @@ def evaluate_experiment(experiment: str, act: bool = True) -> dict:
         logger.info("experiment %s has no open run; nothing to evaluate", experiment)
         return {"experiment": experiment, "action": "none", "reason": "no open run"}
     now = datetime.now(timezone.utc)
-    running_h = (now - run.started_at.replace(tzinfo=run.started_at.tzinfo or timezone.utc)).total_seconds() / 3600
-    observed = observe(store.engine, spec, run.started_at, now)
+    running_h = run.hours_running(now)
+    observed = observe(store.engine, spec, run.started_utc, now)
     decision = decide(spec, observed, running_h)
     create_markdown_artifact(key=f"experiment-{experiment}", description=f"{experiment}: {decision.action}",
                              markdown=evaluation_markdown(experiment, spec, run, observed, decision, running_h))

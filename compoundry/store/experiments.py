@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sqlalchemy import func, select
 
@@ -31,6 +31,14 @@ class RunView:
     @property
     def running(self) -> bool:
         return self.status == RUNNING
+
+    @property
+    def started_utc(self) -> datetime:
+        """SQLite hands back naive datetimes; they were written in UTC."""
+        return self.started_at if self.started_at.tzinfo else self.started_at.replace(tzinfo=timezone.utc)
+
+    def hours_running(self, now: datetime) -> float:
+        return (now - self.started_utc).total_seconds() / 3600
 
 
 def _view(row: ExperimentRun) -> RunView:
