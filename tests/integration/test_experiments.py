@@ -111,6 +111,11 @@ def test_feedback_is_validated_and_stored(lab):
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
     ok = lab.client.post("/v1/feedback", json={"request_id": "r1", "name": "helpful", "value": True})
     assert ok.status_code == 202 and ok.json()["request_id"] == "r1"
+    from compoundry.store.tables import Feedback
+
+    with lab.store._session() as s:
+        row = s.get(Feedback, ok.json()["feedback_id"])
+    assert (row.request_id, row.name, row.value, row.tenant) == ("r1", "helpful", 1.0, "anonymous")
 
 
 def test_a_clearly_better_challenger_is_promoted_and_the_alias_moves(lab):

@@ -51,7 +51,7 @@ def test_status_reports_the_open_runs_variants_and_the_decision_it_would_take(st
     assert result.exit_code == 0, result.output
     body = json.loads(result.output)
     assert body["variants"]["challenger"]["calls"] == 40 and body["variants"]["challenger"]["errors"] == 10
-    assert body["action"] == "rollback" and "error rate 0.250 > 0.05" in body["reason"]
+    assert body["action"] == "rollback" and "challenger: error rate 0.250 > 0.02" in body["reason"]
     assert ExperimentStore(store).latest("embedder-ab").running  # status never acts
 
 
