@@ -242,7 +242,8 @@ class PipelinesFile(Strict):
 # --------------------------------------------------------------------------- schedules.yaml
 class Schedule(Strict):
     flow: str = Field(description="one of " + ", ".join(KNOWN_FLOWS))
-    cron: str = Field(description="5-field cron expression, e.g. '*/2 * * * *'")
+    cron: str = Field(description="cron expression: 5 fields (minute hour day month weekday), e.g. '*/2 * * * *', "
+                                  "or 6 with seconds last, e.g. '* * * * * */30'")
     timezone: str = "UTC"
     enabled: bool = True
     parameters: dict[str, Any] = Field(default_factory=dict, description="passed to the flow run")
