@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from compoundry.store import DeploymentStatus, PlatformStore  # noqa: E402
-from compoundry.store.keys import ApiKeys  # noqa: E402
+from compoundry.store.api_key_store import ApiKeys  # noqa: E402
 from tests.integration.stub_backend import free_port  # noqa: E402
 
 LITELLM_VENV = ROOT / "bench" / ".litellm-venv"
@@ -142,7 +142,7 @@ PIPELINES = """pipelines:
 
 
 def start_gateway(stack: ExitStack, tmp: Path, stub_url: str, fast_url: str) -> tuple[str, str]:
-    """A real gateway process (``python -m compoundry.gateway.server``) routed to the stubs; (url, api key)."""
+    """A real gateway process (``python -m compoundry.platform.gateway_process``) routed to the stubs; (url, api key)."""
     state = tmp / "gateway"
     state.mkdir()
     store = PlatformStore(f"sqlite:///{state / 'platform.db'}")
@@ -162,7 +162,7 @@ def start_gateway(stack: ExitStack, tmp: Path, stub_url: str, fast_url: str) -> 
     env = {**os.environ, "COMPOUNDRY_CONFIG_DIR": str(config), "COMPOUNDRY_STATE_DIR": str(state),
            "COMPOUNDRY_GATEWAY_PORT": str(port), "COMPOUNDRY_DATABASE_URL": f"sqlite:///{state / 'platform.db'}",
            "PYTHONPATH": str(ROOT)}
-    proc = _spawn(stack, [sys.executable, "-m", "compoundry.gateway.server"], log=tmp / "gateway.out", cwd=ROOT,
+    proc = _spawn(stack, [sys.executable, "-m", "compoundry.platform.gateway_process"], log=tmp / "gateway.out", cwd=ROOT,
                   env=env)
     url = f"http://127.0.0.1:{port}"
     wait_ready(url, proc)

@@ -29,8 +29,8 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from compoundry.registry.model_store import ModelStore  # noqa: E402
 from compoundry.store import PlatformStore  # noqa: E402
-from registry.store import ModelStore  # noqa: E402
 from tests.integration.platform_fixture import free_port, platform_env, wait_until  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "registration_to_serving.json"
@@ -55,7 +55,7 @@ def bare_start(settings, engine: str, model_uri: str, labels: dict) -> dict:
         ready = time.monotonic() - t1
         info = httpx.post(f"http://127.0.0.1:{port}/info", json={}, timeout=10).json()
     finally:
-        from compoundry.targets.local import stop_process_group
+        from compoundry.scaling.targets.local import stop_process_group
 
         stop_process_group(proc.pid, 10)
     return {"build_s": built, "ready_s": ready, "total_s": built + ready, "model_load_s": info.get("model_load_s")}
@@ -99,10 +99,10 @@ def main() -> None:
 
     import mlflow
 
+    from compoundry.cli.demo import quiet_library_output
     from compoundry.config.loader import load_config
-    from compoundry.demo import quiet_library_output
     from compoundry.platform.supervisor import Supervisor
-    from registry.demo_models import DEMO_MODELS, smoke_input
+    from compoundry.registry.demo_models import DEMO_MODELS, smoke_input
 
     quiet_library_output()
     with tempfile.TemporaryDirectory(prefix="compoundry-bench-") as state, platform_env(Path(state)) as settings:

@@ -24,8 +24,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from compoundry.config.models import Prices
-from compoundry.metering import SHED, MeteringRecord
-from compoundry.metering.costs import ReplicaInterval, Tariff
+from compoundry.core.costs.cost_model import ReplicaInterval, Tariff
+from compoundry.core.costs.records import SHED, MeteringRecord
 
 SINCE = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)
 UNTIL = SINCE + timedelta(hours=2)

@@ -4,7 +4,12 @@ Use :func:`load_config` to read a whole config directory (every problem of every
 file reported at once, with file and line), or :func:`load_model_file` for one file.
 """
 
-from compoundry.config.loader import ConfigError, ConfigIssue, load_config, load_model_file
+from compoundry.config.loader import (
+    ConfigError,
+    ConfigIssue,
+    load_config,
+    load_model_file,
+)
 from compoundry.config.models import (
     KNOWN_FLOWS,
     Breaker,

@@ -1,10 +1,15 @@
-"""Building blocks shared by the config models: names and the strict base model."""
+"""Building blocks shared by the config models: names, the strict base model, where configs/ is."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, WithJsonSchema
+
+#: The repository (or installed distribution) root, and the config directory used when none is given.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG_DIR = REPO_ROOT / "configs"
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
 _STEP_CHARS = _NAME_CHARS | {"_"}

@@ -22,9 +22,15 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
+from compoundry.config.base import DEFAULT_CONFIG_DIR
 from compoundry.config.models import FILE_MODELS, Config
-from compoundry.dag import ancestors, find_cycle, iter_template_strings, referenced_step, template_expressions
-from compoundry.settings import DEFAULT_CONFIG_DIR
+from compoundry.core.dag import (
+    ancestors,
+    find_cycle,
+    iter_template_strings,
+    referenced_step,
+    template_expressions,
+)
 
 #: Files ``load_config`` reads; all but components.yaml may be absent (then empty / defaults).
 REQUIRED_FILES = ("components",)

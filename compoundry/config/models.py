@@ -26,9 +26,15 @@ from pydantic import (
 )
 
 from compoundry.config.base import Name, StepName, Strict  # noqa: F401  (re-exported)
-from compoundry.config.experiments import Experiment, ExperimentsFile, Shadow, Variant  # noqa: F401  (re-exported)
-from compoundry.dag import topological_levels
-from compoundry.settings import PlatformConfig
+from compoundry.config.experiment_config import (  # noqa: F401  (re-exported)
+    Experiment,
+    ExperimentsFile,
+    Shadow,
+    Variant,
+)
+from compoundry.config.platform_config import PlatformConfig
+from compoundry.core.dag import topological_levels
+from compoundry.core.trust import BUILTIN_HOOKS
 
 #: The Prefect flows a schedule may start (``schedules.yaml`` ``flow:``).
 KNOWN_FLOWS: tuple[str, ...] = ("registry-poll", "scheduled-warmup", "cost-report", "evaluate-experiment")
@@ -108,8 +114,6 @@ class Trust(Strict):
     @field_validator("pre", "post")
     @classmethod
     def _known_hooks(cls, names: list[str]) -> list[str]:
-        from compoundry.trust import BUILTIN_HOOKS
-
         unknown = [n for n in names if n not in BUILTIN_HOOKS]
         if unknown:
             raise ValueError(f"unknown trust hook(s) {', '.join(unknown)}; known: {', '.join(sorted(BUILTIN_HOOKS))}")
@@ -218,7 +222,7 @@ class Pipeline(Strict):
 
     @property
     def dependencies(self) -> dict[str, list[str]]:
-        """``step -> depends_on``, the shape :mod:`compoundry.dag` works on."""
+        """``step -> depends_on``, the shape :mod:`compoundry.core.dag` works on."""
         return {name: list(step.depends_on) for name, step in self.steps.items()}
 
     def levels(self) -> list[list[str]]:

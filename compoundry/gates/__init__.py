@@ -1,6 +1,6 @@
 """Data gates: Great Expectations suites that stop a flow before it runs on bad data (docs/cost-reports.md)."""
 
-from compoundry.gates.core import (
+from compoundry.gates.validation import (
     ExpectationFailure,
     GateFailed,
     GateResult,

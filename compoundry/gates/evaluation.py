@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from compoundry.gates.core import GateResult, validate_frame
+from compoundry.gates.validation import GateResult, validate_frame
 
 READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".json": pd.read_json,
            ".jsonl": lambda path: pd.read_json(path, lines=True)}

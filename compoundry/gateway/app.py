@@ -1,9 +1,10 @@
 """The Prediction Service: single component calls and pipeline DAGs over HTTP.
 
-``create_app(settings, config, store)`` builds the FastAPI app; the process
-entry point is :mod:`compoundry.gateway.server`. The request path touches only
-memory (route table, config) and replicas over HTTP; the database is read by
-the background route refresher alone.
+``create_app(GatewayParts.build(settings, config, store))`` builds the FastAPI
+app from explicit parts; the process entry point, which adds the control API
+and the autoscaler, is :mod:`compoundry.platform.gateway_process`. The request
+path touches only memory (route table, config, load) and replicas over HTTP;
+the database is read by background refreshers alone.
 """
 
 from __future__ import annotations
@@ -12,17 +13,19 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import asynccontextmanager
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from compoundry.auth import KeyRing
-from compoundry.gateway.backends import ReplicaClient
-from compoundry.gateway.calls import CallContext, context_from_request
+from compoundry.config.loader import load_config
+from compoundry.core.api_keys import KeyRing
+from compoundry.core.routing.variants import ActiveExperiments
+from compoundry.gateway.calls import CallContext, CallRecord, context_from_request
 from compoundry.gateway.dispatch import Dispatcher
 from compoundry.gateway.errors import (
     NotFound,
@@ -31,20 +34,25 @@ from compoundry.gateway.errors import (
     install_error_handlers,
     internal_error_response,
 )
+from compoundry.gateway.executor import (
+    CURRENT_STEP,
+    ComponentReply,
+    PipelineResult,
+    run_pipeline,
+)
 from compoundry.gateway.feedback import router as feedback_router
-from compoundry.gateway.executor import CURRENT_STEP, ComponentReply, PipelineResult, run_pipeline
-from compoundry.gateway.openai_api import router as openai_router
-from compoundry.config.loader import load_config
+from compoundry.gateway.load import LoadBoard
 from compoundry.gateway.metering_hook import metering_callback
-from compoundry.gateway.reload import ConfigReloader
 from compoundry.gateway.metrics import GatewayMetrics
-from compoundry.gateway.routes import Refresher, RouteTable
-from compoundry.gateway.trust_layer import TrustLayer
-from compoundry.gateway.variants import ActiveExperiments
-from compoundry.metering import MeteringSink
+from compoundry.gateway.openai_api import router as openai_router
+from compoundry.gateway.reload import ConfigReloader, LiveConfig
+from compoundry.gateway.replica_client import ReplicaClient
 from compoundry.gateway.security import Security
-from compoundry.store.experiments import ExperimentStore
-from compoundry.store.keys import ApiKeys
+from compoundry.gateway.trust_layer import TrustLayer
+from compoundry.metering import MeteringSink
+from compoundry.store.api_key_store import ApiKeys
+from compoundry.store.experiment_runs import ExperimentStore
+from compoundry.store.refresh import Refresher, RouteTable
 
 log = logging.getLogger(__name__)
 
@@ -145,59 +153,92 @@ def _header(scope, name: bytes) -> str | None:
 
 
 # --- the app ------------------------------------------------------------------------
-def create_app(settings, config, store) -> FastAPI:
-    """The gateway app; ``store`` is read only by the background route refresher."""
-    routes = RouteTable(store.routes, refresh_s=settings.config.route_refresh_s)
-    experiments = ActiveExperiments(lambda: app.state.config.experiments)
-    dispatcher = Dispatcher(routes, None, lambda: app.state.config.components, settings.config.gateway,
-                            clock=time.perf_counter, experiments=experiments)
+class Scaler(Protocol):
+    """The autoscaler as the gateway uses it: request-path hooks (cheap, never awaited) and its lifecycle."""
 
+    def on_access(self, component: str, variant: str | None) -> None: ...
+
+    def request_capacity(self, component: str, reason: str) -> None: ...
+
+    def observe(self, call: CallRecord) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def describe(self) -> dict: ...
+
+
+@dataclass(frozen=True)
+class GatewayParts:
+    """Everything the Prediction Service is made of, built before the app.
+
+    The gateway process builds the real parts (and an autoscaler over the same
+    route table and load board); a test replaces what it needs, e.g. a fake
+    replica client, and serves the app in-process.
+    """
+
+    settings: Any  # PlatformSettings
+    config: LiveConfig
+    store: Any  # PlatformStore: read by the background refreshers, written by the metering sink
+    routes: RouteTable
+    load: LoadBoard
+    replica_client: Any  # ReplicaClient or anything with its invoke/post/stream/aclose
+    metering_sink: MeteringSink
+    scaler: Scaler | None = None
+    routers: tuple[APIRouter, ...] = ()  # mounted beside the prediction routes (the control API)
+
+    @classmethod
+    def build(cls, settings, config, store, **overrides) -> "GatewayParts":
+        """The default parts for ``settings``; ``overrides`` (by field name) replace any of them."""
+        gateway = settings.config.gateway
+        parts = {
+            "config": LiveConfig(config),
+            "routes": RouteTable(store.routes, refresh_s=settings.config.route_refresh_s),
+            "load": LoadBoard(gateway.replica_concurrency, gateway.queue_capacity, clock=time.perf_counter),
+            "replica_client": ReplicaClient(),
+            "metering_sink": MeteringSink(store.engine, start=False),
+        }
+        return cls(settings=settings, store=store, **(parts | overrides))
+
+
+def create_app(parts: GatewayParts) -> FastAPI:
+    """The gateway app, complete: the lifespan only starts and stops the parts it was given."""
+    settings, live, store, routes = parts.settings, parts.config, parts.store, parts.routes
+    refresh_s = settings.config.route_refresh_s
+    experiments = ActiveExperiments(live.experiments)
+    metrics = GatewayMetrics(live.components)
+    dispatcher = Dispatcher(routes, parts.replica_client, live.components, settings.config.gateway,
+                            load=parts.load, scaler=parts.scaler,
+                            on_call=_on_call(parts, metrics), experiments=experiments, clock=parts.load.clock)
+    metrics.watch_state(routes, parts.load, dispatcher.breakers, parts.metering_sink)
     keys = KeyRing()
-    metrics = GatewayMetrics(lambda: app.state.config.components)
-    reloader = ConfigReloader(settings.config_dir, load_config, lambda new: setattr(app.state, "config", new))
-    key_refresher = Refresher("api keys", ApiKeys(store).active, keys.replace, settings.config.route_refresh_s)
-    run_refresher = Refresher("experiment runs", ExperimentStore(store).ended, experiments.set_ended,
-                              settings.config.route_refresh_s)
+    background = [routes, *(() if parts.scaler is None else (parts.scaler,)),
+                  Refresher("api keys", ApiKeys(store).active, keys.replace, refresh_s),
+                  Refresher("experiment runs", ExperimentStore(store).ended, experiments.set_ended, refresh_s),
+                  ConfigReloader(settings.config_dir, load_config, live.replace)]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.backend = dispatcher.backend = ReplicaClient()
-        app.state.metering = sink = MeteringSink(store.engine)
-        meter = metering_callback(sink, lambda: app.state.config.components)
-        metrics.watch_state(dispatcher, sink)
-        await routes.start()
-        from compoundry.scaling.runtime import build_autoscaler  # here: the scaling package imports gateway modules
-
-        autoscaler = app.state.autoscaler = build_autoscaler(settings, store, routes, dispatcher, lambda: app.state.config)
-        if autoscaler is None:
-            dispatcher.on_call = lambda call: (meter(call), metrics.on_call(call))
-        else:
-            dispatcher.on_call = lambda call: (meter(call), metrics.on_call(call), autoscaler.observe(call))
-            dispatcher.scaler = autoscaler
-            await autoscaler.start()
-        await key_refresher.start()
-        await run_refresher.start()
-        await reloader.start()
+        parts.metering_sink.start()
+        for part in background:
+            await part.start()
         try:
             yield
         finally:
-            if autoscaler is not None:
-                await autoscaler.stop()
-            await reloader.stop()
-            await key_refresher.stop()
-            await run_refresher.stop()
-            await routes.stop()
+            for part in reversed(background):
+                await part.stop()
             await dispatcher.aclose()
-            await app.state.backend.aclose()
-            if not await asyncio.to_thread(sink.close, 10.0):  # graceful shutdown flushes metering
-                log.warning("metering: %s records not written at shutdown", sink.stats().pending)
+            await parts.replica_client.aclose()
+            if not await asyncio.to_thread(parts.metering_sink.close, 10.0):  # graceful shutdown flushes metering
+                log.warning("metering: %s records not written at shutdown", parts.metering_sink.stats().pending)
 
     app = FastAPI(title="compoundry Prediction Service", version="0.1.0", lifespan=lifespan,
                   description="Call one component, or run a pipeline DAG with per-step timings and its critical path.")
-    app.state.settings, app.state.config, app.state.store, app.state.routes = settings, config, store, routes
-    app.state.dispatcher, app.state.metrics, app.state.reloader = dispatcher, metrics, reloader
-    app.state.autoscaler = None  # set at start-up when autoscaling is on (local target)
-    app.state.trust = TrustLayer(settings.config.gateway.blocked_terms)
+    state = app.state
+    state.settings, state.live, state.store, state.routes = settings, live, store, routes
+    state.dispatcher, state.metrics, state.scaler = dispatcher, metrics, parts.scaler
+    state.trust = TrustLayer(settings.config.gateway.blocked_terms)
     install_error_handlers(app)
     gateway_settings = settings.config.gateway
     app.add_middleware(Security, keys=keys, auth_required=gateway_settings.auth_required,
@@ -205,15 +246,18 @@ def create_app(settings, config, store) -> FastAPI:
     app.add_middleware(RequestContext)  # outermost: the request id exists before any refusal
     _add_probe_routes(app)
     _add_prediction_routes(app)
-    try:
-        from compoundry.gateway.control import router as control_router
-    except Exception:  # the control API is optional: predictions must work without it
-        log.warning("control API not available; serving predictions only", exc_info=True)
-    else:
-        app.include_router(control_router)
-    app.include_router(openai_router)
-    app.include_router(feedback_router)
+    for router in (*parts.routers, openai_router, feedback_router):
+        app.include_router(router)
     return app
+
+
+def _on_call(parts: GatewayParts, metrics: GatewayMetrics) -> Callable[[CallRecord], None]:
+    """What every finished call feeds: metering, metrics, and the autoscaler's view of its deployment."""
+    meter = metering_callback(parts.metering_sink, parts.config.components)
+    scaler = parts.scaler
+    if scaler is None:
+        return lambda call: (meter(call), metrics.on_call(call))
+    return lambda call: (meter(call), metrics.on_call(call), scaler.observe(call))
 
 
 def _add_probe_routes(app: FastAPI) -> None:
@@ -237,10 +281,10 @@ def _add_probe_routes(app: FastAPI) -> None:
 
     @app.get("/v1/scaling", tags=["routes"], summary="Replicas per deployment, warm-up floors, recent scaling")
     async def scaling_state(request: Request):
-        autoscaler = request.app.state.autoscaler
-        if autoscaler is None:
+        scaler = request.app.state.scaler
+        if scaler is None:
             return {"enabled": False}
-        return {"enabled": True, **autoscaler.describe()}
+        return {"enabled": True, **scaler.describe()}
 
     @app.get("/v1/routes", tags=["routes"], summary="Component -> deployment, model version, replica urls")
     async def list_routes(request: Request):
@@ -254,9 +298,10 @@ def _add_prediction_routes(app: FastAPI) -> None:
               summary="Call one component (for outside orchestrators)")
     async def invoke_component(name: str, body: InvokeRequest, request: Request) -> dict[str, Any]:
         state = request.app.state
-        component = state.config.components.get(name)
+        components = state.live.components()
+        component = components.get(name)
         if component is None:
-            raise NotFound(f"unknown component {name!r}", {"known": sorted(state.config.components)})
+            raise NotFound(f"unknown component {name!r}", {"known": sorted(components)})
         started = time.perf_counter()
         ctx = context_from_request(request, component.latency_class)
         inputs = state.trust.before(component.trust, body.inputs)
@@ -270,10 +315,11 @@ def _add_prediction_routes(app: FastAPI) -> None:
               summary="Run a pipeline DAG: parallel steps, fallbacks, per-step timings, critical path")
     async def run_pipeline_endpoint(name: str, body: PipelineRequest, request: Request) -> dict[str, Any]:
         state = request.app.state
-        pipeline = state.config.pipelines.get(name)
+        config = state.live.current
+        pipeline = config.pipelines.get(name)
         if pipeline is None:
-            raise NotFound(f"unknown pipeline {name!r}", {"known": sorted(state.config.pipelines)})
-        timeouts = {n: c.timeouts.request_s for n, c in state.config.components.items()}
+            raise NotFound(f"unknown pipeline {name!r}", {"known": sorted(config.pipelines)})
+        timeouts = {n: c.timeouts.request_s for n, c in config.components.items()}
         ctx = context_from_request(request, pipeline.latency_class, pipeline=name,
                             deadline=state.dispatcher.clock() + pipeline.sla_ms / 1000)
         inputs = state.trust.before(pipeline.trust, body.inputs)

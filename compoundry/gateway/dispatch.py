@@ -23,15 +23,18 @@ replica client, with an injected clock.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, nullcontext
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager, nullcontext
 from dataclasses import replace
 from typing import Any, Protocol
 
-from compoundry.gateway.balancer import Balancer
-from compoundry.gateway.breaker import BreakerBoard
+from compoundry.core.routing.breaker import Admission, BreakerBoard, CircuitBreaker
+from compoundry.core.routing.lanes import Lane, Shed
+from compoundry.core.routing.modes import EXTERNAL, DedicatedState, choose_backend
+from compoundry.core.routing.retry import should_retry
+from compoundry.core.routing.route_view import RouteView
+from compoundry.core.routing.variants import VariantRouter
 from compoundry.gateway.calls import CallContext, CallRecord, token_usage
 from compoundry.gateway.errors import (
     ComponentFailed,
@@ -43,13 +46,9 @@ from compoundry.gateway.errors import (
 )
 from compoundry.gateway.executor import ComponentReply
 from compoundry.gateway.external import external_backend, external_route
-from compoundry.gateway.lanes import Lane, Shed
-from compoundry.gateway.modes import EXTERNAL, DedicatedState, choose_backend
-from compoundry.gateway.retry import should_retry
+from compoundry.gateway.load import LoadBoard
 from compoundry.gateway.shadow import ShadowMirror
-from compoundry.gateway.routes import RouteTable
-from compoundry.gateway.variants import VariantRouter
-from compoundry.store import RouteView
+from compoundry.store.refresh import RouteTable
 
 HOLD_POLL_S = 0.05
 _NO_EXPERIMENTS: dict = {}
@@ -68,23 +67,23 @@ class CapacityRequester(Protocol):
 
 
 class Dispatcher:
-    def __init__(self, routes: RouteTable, backend, components: Callable[[], dict], gateway_settings,
-                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
-                 scaler: CapacityRequester | None = None, on_call: Callable[[CallRecord], None] | None = None,
-                 experiments: Callable[[], dict] | None = None):
-        """``components()`` and ``experiments()`` return the current configs (a config reload is seen at once)."""
+    def __init__(self, routes: RouteTable, backend, components: Callable[[], dict], gateway_settings, *,
+                 load: LoadBoard | None = None, scaler: CapacityRequester | None = None,
+                 on_call: Callable[[CallRecord], None] | None = None, experiments: Callable[[], dict] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        """Every part is given here, none later. ``components()`` and ``experiments()`` return the current
+        configs (a config reload is seen at once); ``load`` holds the balancers and lanes (the autoscaler and
+        metrics read it too); ``scaler`` is told of accesses and held requests; ``on_call`` gets every record."""
         self.routes = routes
         self.backend = backend
         self.components = components
         self.settings = gateway_settings
         self.clock = clock
-        self.rng = rng or random.Random()
+        self.load = load or LoadBoard(gateway_settings.replica_concurrency, gateway_settings.queue_capacity, clock)
         self.scaler = scaler
         self.on_call = on_call
         self.breakers = BreakerBoard(clock)
-        self._balancers: dict[str, Balancer] = {}
         self._externals: dict[str, tuple[object, object]] = {}  # component -> (serverless block, adapter)
-        self._lanes: dict[str, Lane] = {}
         self.variants = VariantRouter(experiments or _no_experiments)
         self.shadows = ShadowMirror(self._call_route, self._record, lambda: self.settings.shadow_max_in_flight,
                                     clock)
@@ -143,10 +142,9 @@ class Dispatcher:
             return None
         route = self.routes.routes.get(component)
         replicas = route.replicas if route is not None else ()
-        balancer = self._balancers.get(route.deployment_id) if route is not None else None
+        in_flight = self.load.in_flight(route.deployment_id, [r.url for r in replicas]) if route is not None else 0
         breaker_open = route is not None and self.breakers.get(route.deployment_id, config.breaker).state == "open"
-        state = DedicatedState(len(replicas), sum(balancer.outstanding(r.url) for r in replicas) if balancer else 0,
-                               config.scaling.target_concurrency, breaker_open)
+        state = DedicatedState(len(replicas), in_flight, config.scaling.target_concurrency, breaker_open)
         return external if choose_backend(config.mode, True, state) == EXTERNAL else None
 
     def _external(self, component: str, config):
@@ -162,22 +160,10 @@ class Dispatcher:
                              ctx: CallContext, path: str) -> tuple[Any, int]:
         breaker, admission = self._admit(route, config)
         timeout = self._timeout(timeout_s, ctx)
-        try:
+        with _verdict(breaker, admission):
             if path == "/invoke":
-                output = await external.invoke(config.engine, inputs, timeout, route.component)
-            else:
-                output = await external.openai(path, inputs, timeout, route.component)
-        except (ComponentFailed, ComponentTimeout):
-            breaker.record_failure(admission)
-            raise
-        except (asyncio.CancelledError, ComponentUnavailable):
-            breaker.record_cancel(admission)
-            raise
-        except GatewayError:
-            breaker.record_success(admission)
-            raise
-        breaker.record_success(admission)
-        return output, 1
+                return await external.invoke(config.engine, inputs, timeout, route.component), 1
+            return await external.openai(path, inputs, timeout, route.component), 1
 
     def _config(self, component: str):
         config = self.components().get(component)
@@ -235,28 +221,17 @@ class Dispatcher:
                           ctx: CallContext, path: str, lane: bool = True) -> tuple[Any, int]:
         breaker, admission = self._admit(route, config)
         deadline = ctx.deadline if ctx.deadline is not None else self.clock() + timeout_s
-        try:
-            async with self._lane(route, config).slot(ctx.latency_class, deadline) if lane else nullcontext():
-                output, attempts = await self._attempts(route, inputs, timeout_s, ctx, path)
-        except Shed as shed:
-            breaker.record_cancel(admission)
-            raise _overloaded(route, shed) from None
-        except (ComponentFailed, ComponentTimeout):
-            breaker.record_failure(admission)
-            raise
-        except (asyncio.CancelledError, ComponentUnavailable):
-            breaker.record_cancel(admission)  # no verdict on the deployment's health
-            raise
-        except GatewayError:
-            breaker.record_success(admission)  # the replica answered; the request itself was refused (4xx)
-            raise
-        breaker.record_success(admission)
-        return output, attempts
+        with _verdict(breaker, admission):
+            try:
+                async with self._lane(route, config).slot(ctx.latency_class, deadline) if lane else nullcontext():
+                    return await self._attempts(route, inputs, timeout_s, ctx, path)
+            except Shed as shed:
+                raise _overloaded(route, shed) from None
 
     async def _attempts(self, route: RouteView, inputs: Any, timeout_s: float, ctx: CallContext,
                         path: str) -> tuple[Any, int]:
         """Try replicas until one answers, retrying only what ``should_retry`` allows."""
-        balancer = self._balancer(route.deployment_id)
+        balancer = self.load.balancer(route.deployment_id)
         urls = [r.url for r in route.replicas]
         tried: set[str] = set()
         attempt = 0
@@ -303,7 +278,7 @@ class Dispatcher:
             except Shed as shed:
                 breaker.record_cancel(admission)
                 raise _overloaded(route, shed) from None
-            balancer = self._balancer(route.deployment_id)
+            balancer = self.load.balancer(route.deployment_id)
             url = balancer.pick([r.url for r in route.replicas])
             if url is None:
                 breaker.record_cancel(admission)
@@ -316,20 +291,10 @@ class Dispatcher:
             def opener():
                 return self.backend.stream(url, path, body, timeout, component)
         try:
-            async with opener() as lines:
-                async for line in lines:
-                    yield line
-        except (ComponentFailed, ComponentTimeout):
-            breaker.record_failure(admission)
-            raise
-        except GatewayError:
-            breaker.record_success(admission)
-            raise
-        except BaseException:  # cancelled, or the client went away (GeneratorExit)
-            breaker.record_cancel(admission)
-            raise
-        else:
-            breaker.record_success(admission)
+            with _verdict(breaker, admission):
+                async with opener() as lines:
+                    async for line in lines:
+                        yield line
         finally:
             await held.aclose()
 
@@ -348,31 +313,9 @@ class Dispatcher:
 
     def _lane(self, route: RouteView, config) -> Lane:
         """The component's own priority lane, sized to its ready replicas x target concurrency."""
-        concurrency = max(1, len(route.replicas)) * config.scaling.target_concurrency
-        lane = self._lanes.get(route.component)
-        if lane is None:
-            lane = self._lanes[route.component] = Lane(concurrency=concurrency, capacity=self.settings.queue_capacity,
-                                                       clock=self.clock)
-        elif lane.queue.concurrency != concurrency:
-            lane.resize(concurrency)
-        return lane
-
-    def _balancer(self, deployment_id: str) -> Balancer:
-        balancer = self._balancers.get(deployment_id)
-        if balancer is None:
-            balancer = self._balancers[deployment_id] = Balancer(self.rng, self.settings.replica_concurrency)
-        return balancer
+        return self.load.lane(route.component, max(1, len(route.replicas)) * config.scaling.target_concurrency)
 
     # --- observability ---------------------------------------------------------------
-    def load_of(self, component: str, deployment_id: str) -> tuple[int, int]:
-        """``(in flight, queued)`` for the autoscaler: calls on the deployment's replicas, calls in the lane."""
-        balancer, lane = self._balancers.get(deployment_id), self._lanes.get(component)
-        return (balancer.total_outstanding() if balancer else 0), (len(lane.queue) if lane else 0)
-
-    def outstanding_on(self, url: str) -> int:
-        """Calls in flight on one replica (a scale-down drains it to zero before stopping it)."""
-        return sum(b.outstanding(url) for b in list(self._balancers.values()))
-
     def _record(self, ctx: CallContext, component: str, route: RouteView | None, outcome: str, attempts: int,
                 started: float, held_ms: float = 0.0, usage: tuple[int, int] = (0, 0), *,
                 variant: str | None = None, shadow: bool = False) -> None:
@@ -383,6 +326,33 @@ class Dispatcher:
                                 route.model_version if route else None, outcome, attempts,
                                 round(held_ms, 3), round(max(0.0, total_ms - held_ms), 3), *usage,
                                 variant=variant, shadow=shadow))
+
+
+@contextmanager
+def _verdict(breaker: CircuitBreaker, admission: Admission) -> Iterator[None]:
+    """Tell the deployment's breaker how the admitted call went, from how the block exits.
+
+    A failure or timeout counts against the deployment; a refusal at the gate
+    (4xx, the replica did answer) counts as a success; nothing at all is said
+    when the call never reached a verdict: cancelled, shed, no replica free,
+    or the client went away mid-stream.
+    """
+    try:
+        yield
+    except (ComponentFailed, ComponentTimeout):
+        breaker.record_failure(admission)
+        raise
+    except ComponentUnavailable:
+        breaker.record_cancel(admission)
+        raise
+    except GatewayError:
+        breaker.record_success(admission)
+        raise
+    except BaseException:  # cancelled, or the stream's client went away (GeneratorExit)
+        breaker.record_cancel(admission)
+        raise
+    else:
+        breaker.record_success(admission)
 
 
 def _overloaded(route: RouteView, shed: Shed) -> Overloaded:

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextvars import ContextVar
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from opentelemetry import trace
 
-from compoundry.dag import critical_path, topological_levels
+from compoundry.core.dag import critical_path, topological_levels
+from compoundry.core.templating import render
 from compoundry.gateway.errors import ComponentTimeout, GatewayError
-from compoundry.gateway.templating import render
 
 Call = Callable[[str, Any, float], Awaitable[Any]]
 _tracer = trace.get_tracer("compoundry.gateway")

@@ -15,9 +15,14 @@ import os
 from contextlib import contextmanager
 from typing import Any
 
-from compoundry.gateway.errors import ComponentFailed, ComponentUnavailable, InvalidInput, InvalidRequest
-from compoundry.gateway.retry import ErrorKind
-from compoundry.store import RouteView
+from compoundry.core.routing.retry import ErrorKind
+from compoundry.core.routing.route_view import RouteView
+from compoundry.gateway.errors import (
+    ComponentFailed,
+    ComponentUnavailable,
+    InvalidInput,
+    InvalidRequest,
+)
 
 DEFAULT_MAX_TOKENS = 64
 

@@ -15,7 +15,7 @@ import asyncio
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from compoundry.store.experiments import ExperimentStore
+from compoundry.store.experiment_runs import ExperimentStore
 
 router = APIRouter(tags=["experiments"])
 

@@ -9,8 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
+from compoundry.core.costs.records import (
+    OK,
+    SHED,
+    MeteringRecord,
+    error_outcome,
+    price_call,
+)
 from compoundry.gateway.calls import CallRecord
-from compoundry.metering import OK, SHED, MeteringRecord, MeteringSink, error_outcome, price_call
+from compoundry.metering import MeteringSink
 
 MODES = {"dedicated", "serverless", "auto"}
 

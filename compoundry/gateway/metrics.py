@@ -53,32 +53,31 @@ class GatewayMetrics:
         self.pipelines.labels(pipeline, status).inc()
         self.pipeline_latency.labels(pipeline).observe(total_ms / 1000)
 
-    def watch_state(self, dispatcher, sink=None) -> None:
-        """Register the scrape-time collector over the dispatcher's live state (and the metering sink)."""
-        self.registry.register(_StateCollector(dispatcher, sink))
+    def watch_state(self, routes, load, breakers, sink=None) -> None:
+        """Register the scrape-time collector over live state: the route table, the load board, the breakers
+        and the metering sink."""
+        self.registry.register(_StateCollector(routes, load, breakers, sink))
 
 
 class _StateCollector:
-    def __init__(self, dispatcher, sink):
-        self.dispatcher = dispatcher
-        self.sink = sink
+    def __init__(self, routes, load, breakers, sink):
+        self.routes, self.load, self.breakers, self.sink = routes, load, breakers, sink
 
     def collect(self):
-        routes = self.dispatcher.routes.routes
+        routes = self.routes.routes
         replicas = GaugeMetricFamily("compoundry_ready_replicas", "Ready replicas of the routed deployment",
                                      labels=["component", "deployment"])
         in_flight = GaugeMetricFamily("compoundry_in_flight_requests", "Requests in flight per deployment",
                                       labels=["component", "deployment"])
         for name, route in sorted(routes.items()):
             replicas.add_metric([name, route.deployment_id], len(route.replicas))
-            balancer = self.dispatcher._balancers.get(route.deployment_id)
-            busy = sum(balancer.outstanding(r.url) for r in route.replicas) if balancer else 0
+            busy = self.load.in_flight(route.deployment_id, [r.url for r in route.replicas])
             in_flight.add_metric([name, route.deployment_id], busy)
         yield replicas
         yield in_flight
         breaker = GaugeMetricFamily("compoundry_breaker_state", "1 for the breaker's current state",
                                     labels=["deployment", "state"])
-        for deployment, snapshot in self.dispatcher.breakers.snapshots().items():
+        for deployment, snapshot in self.breakers.snapshots().items():
             for state in BREAKER_STATES:
                 breaker.add_metric([deployment, state], 1.0 if snapshot.state == state else 0.0)
         yield breaker

@@ -54,7 +54,7 @@ async def list_models(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": [
         {"id": name, "object": "model", "created": 0, "owned_by": "compoundry", "engine": component.engine,
          "model_version": routed[name].model_version if name in routed else None}
-        for name, component in sorted(state.config.components.items())]}
+        for name, component in sorted(state.live.components().items())]}
 
 
 @router.post("/v1/chat/completions", summary="OpenAI chat completions, routed by component name")
@@ -112,10 +112,10 @@ def _event_line(line: str, model: str) -> str:
 
 
 def _component(request: Request, name: str, engines: set[str], path: str):
-    component = request.app.state.config.components.get(name)
+    component = request.app.state.live.components().get(name)
     if component is None:
         raise NotFound(f"unknown model {name!r}: the model field names a component",
-                       {"known": sorted(request.app.state.config.components)})
+                       {"known": sorted(request.app.state.live.components())})
     if component.engine not in engines:
         raise InvalidRequest(f"component {name!r} is a {component.engine} model; {path} needs one of "
                              f"{', '.join(sorted(engines))}", {"component": name, "engine": component.engine},

@@ -1,8 +1,8 @@
 """Hot reload of configs/: a changed YAML takes effect without a restart or a dropped request.
 
 A background task polls the config files' modification times; on a change it
-loads and validates the whole directory off the event loop and swaps
-``app.state.config`` in one assignment. Requests already running keep the
+loads and validates the whole directory off the event loop and swaps the
+:class:`LiveConfig`'s current config in one assignment. Requests already running keep the
 config object they started with; new requests see the new one. An invalid
 edit is logged with its file:line issues and the running config stays.
 """
@@ -14,9 +14,25 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from compoundry.gateway.routes import Periodic
+from compoundry.store.refresh import Periodic
 
 log = logging.getLogger(__name__)
+
+
+class LiveConfig:
+    """The configuration in force now; everything in the gateway reads it through ``current``."""
+
+    def __init__(self, config):
+        self.current = config
+
+    def replace(self, config) -> None:
+        self.current = config
+
+    def components(self) -> dict:
+        return self.current.components
+
+    def experiments(self) -> dict:
+        return self.current.experiments
 
 
 def config_fingerprint(config_dir: Path) -> tuple:

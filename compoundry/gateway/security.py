@@ -12,7 +12,7 @@ from ``Content-Length``, or for a chunked upload by reading it (bounded) first.
 
 from __future__ import annotations
 
-from compoundry.auth import KeyRing, bearer_token
+from compoundry.core.api_keys import KeyRing, bearer_token
 from compoundry.gateway.errors import GatewayError, error_response
 
 OPEN_PATHS = ("/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/control/webhooks/mlflow")

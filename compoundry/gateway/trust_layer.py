@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from compoundry.core.trust import TrustSettings, build_pipeline
 from compoundry.gateway.errors import GatewayError
-from compoundry.trust import TrustSettings, build_pipeline
 
 
 class ContentBlocked(GatewayError):

@@ -1,19 +1,9 @@
-"""Metering: one record per component call, written off the hot path, summed for cost reports."""
+"""Metering: the batched writer that takes one record per component call off the hot path into the database.
 
-from compoundry.metering.records import (
-    FALLBACK,
-    OK,
-    SHED,
-    MeteringRecord,
-    error_outcome,
-    price_call,
-    replica_hours_cost,
-    share_replica_cost,
-)
-from compoundry.metering.report import CostTotal, cost_by
+The record and its pricing are pure (:mod:`compoundry.core.costs.records`); the table is
+:class:`compoundry.store.tables.MeteringRow`.
+"""
+
 from compoundry.metering.sink import MeteringSink, SinkStats
 
-__all__ = [
-    "FALLBACK", "OK", "SHED", "CostTotal", "MeteringRecord", "MeteringSink", "SinkStats",
-    "cost_by", "error_outcome", "price_call", "replica_hours_cost", "share_replica_cost",
-]
+__all__ = ["MeteringSink", "SinkStats"]

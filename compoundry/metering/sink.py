@@ -28,8 +28,8 @@ from typing import Self
 import sqlalchemy as sa
 from sqlalchemy.exc import DataError, IntegrityError
 
-from compoundry.metering.records import RECORD_FIELDS, MeteringRecord, to_utc
-from compoundry.metering.tables import metering_table
+from compoundry.core.costs.records import RECORD_FIELDS, MeteringRecord, to_utc
+from compoundry.store.tables import metering_table
 
 
 # --- pure policy -------------------------------------------------------------

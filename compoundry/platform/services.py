@@ -9,14 +9,15 @@ ports and another state folder.
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import httpx
 
-from compoundry.settings import REPO_ROOT, PlatformSettings
+from compoundry.config.base import REPO_ROOT
+from compoundry.config.settings import PlatformSettings
+from compoundry.host.processes import process_age_s
 
 #: The venv's bin folder: `mlflow`/`prefect` must be the ones installed beside this interpreter.
 BIN_DIR = Path(sys.executable).parent
@@ -52,37 +53,11 @@ class ServiceSpec:
         return http_ok(self.health_url) if self.health_url else False
 
 
-@dataclass(frozen=True)
-class PostStartHook:
-    """A function called once the services it `needs` are healthy; imported lazily (may not exist yet)."""
-
-    module: str
-    function: str
-    needs: tuple[str, ...]
-    title: str
-    enabled: Callable[[PlatformSettings], bool] | None = field(default=None, compare=False)
-
-
 def http_ok(url: str, timeout_s: float = 2.0) -> bool:
     try:
         return httpx.get(url, timeout=timeout_s).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def process_age_s(pid: int | None) -> float:
-    """Seconds since the process started; 0 when it is gone."""
-    import psutil
-
-    if not pid:
-        return 0.0
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return 0.0
-        return time.time() - proc.create_time()
-    except psutil.Error:
-        return 0.0
 
 
 def prefect_has_deployment(api_url: str, name: str = DEPLOY_DEPLOYMENT) -> bool:
@@ -166,7 +141,7 @@ def prefect_spec(settings: PlatformSettings) -> ServiceSpec:
 
 def flows_spec(settings: PlatformSettings) -> ServiceSpec:
     return ServiceSpec(
-        name="flows", argv=(sys.executable, "-m", "flows.serve"), env=_base_env(settings), health_url=None,
+        name="flows", argv=(sys.executable, "-m", "compoundry.flows.serve"), env=_base_env(settings), health_url=None,
         start_timeout_s=120, depends_on=("mlflow", "prefect"),
         health=lambda pid: flows_healthy(settings, pid), title="Flow server",
         url=f"{settings.prefect_ui_url}/deployments",
@@ -175,7 +150,7 @@ def flows_spec(settings: PlatformSettings) -> ServiceSpec:
 
 def gateway_spec(settings: PlatformSettings) -> ServiceSpec:
     return ServiceSpec(
-        name="gateway", argv=(sys.executable, "-m", "compoundry.gateway.server"), env=_base_env(settings),
+        name="gateway", argv=(sys.executable, "-m", "compoundry.platform.gateway_process"), env=_base_env(settings),
         health_url=f"{settings.gateway_url}/healthz", start_timeout_s=90, depends_on=("mlflow", "prefect"),
         title="Prediction Service", url=f"{settings.gateway_url}/docs",
     )
@@ -185,13 +160,3 @@ def platform_services(settings: PlatformSettings) -> dict[str, ServiceSpec]:
     """All services by name, in the order people read them."""
     specs = (mlflow_spec(settings), prefect_spec(settings), flows_spec(settings), gateway_spec(settings))
     return {spec.name: spec for spec in specs}
-
-
-#: Called by `up` once every service a hook needs is healthy, in this order.
-POST_START_HOOKS: tuple[PostStartHook, ...] = (
-    PostStartHook("compoundry.store.keys", "ensure_local_admin_key", ("gateway",), "local admin API key"),
-    PostStartHook("registry.webhooks", "ensure_mlflow_webhook", ("mlflow", "gateway"), "MLflow webhook",
-                  enabled=lambda settings: settings.config.registry.webhooks),  # off: the registry-poll flow deploys
-    PostStartHook("compoundry.targets.local", "restore_routed_replicas", ("mlflow", "gateway"),
-                  "restore routed replicas"),
-)

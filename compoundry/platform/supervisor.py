@@ -9,10 +9,7 @@ runs the expected command, so a reused pid is never signalled.
 
 from __future__ import annotations
 
-import importlib
 import os
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -21,16 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psutil
 
-from compoundry.dag import ancestors, topological_levels
-from compoundry.platform.services import POST_START_HOOKS, PostStartHook, ServiceSpec, platform_services
+from compoundry.core.dag import ancestors, topological_levels
+from compoundry.host.processes import (
+    log_tail,
+    port_taken,
+    process_identity,
+    reap,
+    stop_process_group,
+)
+from compoundry.platform.post_start import POST_START_HOOKS, PostStartHook
+from compoundry.platform.services import ServiceSpec, platform_services
+from compoundry.store import DeploymentStatus, PlatformStore
 
 #: progress(name, event, detail); events: running, starting, healthy, failed, stale, stopping, stopped,
 #: hook-ok, hook-skipped, hook-failed, warning.
 Progress = Callable[[str, str, str], None]
-STOP_GRACE_S = 10.0
-LOG_TAIL_LINES = 30
 PID_START_SLACK_S = 2.0
 
 
@@ -97,96 +100,6 @@ def pid_is_stale(expected: Sequence[str], cmdline: Sequence[str] | None, started
     if pidfile_written_at is not None and started_at > pidfile_written_at + PID_START_SLACK_S:
         return True  # the pid was reused by a later process
     return False
-
-
-def log_tail(path: Path, offset: int = 0, lines: int = LOG_TAIL_LINES) -> str:
-    """The last `lines` lines of `path` written after `offset` (this run's output only)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
-
-
-# --- process helpers -------------------------------------------------------------
-def process_identity(pid: int) -> tuple[list[str], float] | None:
-    """(cmdline, start time) of a live, non-zombie process, or None."""
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc.cmdline(), proc.create_time()
-    except psutil.Error:
-        return None
-
-
-def group_members(pgid: int) -> list[psutil.Process]:
-    members = []
-    for proc in psutil.process_iter(["status"]):
-        try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
-                members.append(proc)
-        except (OSError, psutil.Error):
-            continue
-    return members
-
-
-def stop_process_group(pid: int, grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM the group led by `pid` (or the pid alone if it leads none), wait, then SIGKILL what is left."""
-    try:
-        descendants = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        descendants = []
-    leads_group = _pgid(pid) == pid
-    _signal(pid, signal.SIGTERM, leads_group)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and _still_running(pid, leads_group):
-        time.sleep(0.2)
-    if _still_running(pid, leads_group):
-        _signal(pid, signal.SIGKILL, leads_group)
-    for proc in descendants:  # anything that left the group (setsid) goes too
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    _reap(pid)
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
-
-
-def _signal(pid: int, sig: int, group: bool) -> None:
-    try:
-        os.killpg(pid, sig) if group else os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _still_running(pid: int, group: bool) -> bool:
-    _reap(pid)
-    return bool(group_members(pid)) if group else process_identity(pid) is not None
-
-
-def _reap(pid: int) -> None:
-    try:  # collect the exit status if we are the parent, so no zombie stays behind
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
-def port_taken(url: str | None) -> bool:
-    if not url:
-        return False
-    parsed = httpx.URL(url)
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex((parsed.host, parsed.port or 80)) == 0
 
 
 class Supervisor:
@@ -292,7 +205,7 @@ class Supervisor:
         deadline = time.monotonic() + spec.start_timeout_s
         while time.monotonic() < deadline:
             if process_identity(pid) is None:
-                _reap(pid)
+                reap(pid)
                 self.pid_file(spec.name).unlink(missing_ok=True)
                 self._fail(spec, "exited during start-up", offset, progress)
             if spec.is_healthy(pid):
@@ -322,7 +235,7 @@ class Supervisor:
 
     # --- post-start hooks ------------------------------------------------------------------
     def _run_hooks(self, selected: set[str], progress: Progress) -> None:
-        """Call each hook whose services are part of this `up`; missing modules are skipped, errors collected."""
+        """Call each hook whose services are part of this `up`, in order; errors are collected and raised together."""
         failures = []
         for hook in self.hooks:
             if not set(hook.needs) <= selected:
@@ -331,22 +244,9 @@ class Supervisor:
                 progress(hook.title, "hook-skipped", "disabled in platform.yaml")
                 continue
             try:
-                func = getattr(importlib.import_module(hook.module), hook.function)
-            except ModuleNotFoundError as exc:
-                if exc.name and hook.module.startswith(exc.name):
-                    progress(hook.title, "hook-skipped", f"{hook.module} not installed")
-                    continue
-                failures.append(f"{hook.title}: cannot import {hook.module}: {exc}")
-                progress(hook.title, "hook-failed", str(exc))
-                continue
-            except (ImportError, AttributeError) as exc:
-                failures.append(f"{hook.title}: cannot load {hook.module}.{hook.function}: {exc}")
-                progress(hook.title, "hook-failed", str(exc))
-                continue
-            try:
-                result = func(self.settings)
+                result = hook.run(self.settings)
             except Exception as exc:  # noqa: BLE001 - reported to the person, with its type
-                failures.append(f"{hook.title} ({hook.module}.{hook.function}) failed: {type(exc).__name__}: {exc}")
+                failures.append(f"{hook.title} failed: {type(exc).__name__}: {exc}")
                 progress(hook.title, "hook-failed", f"{type(exc).__name__}: {exc}")
                 continue
             progress(hook.title, "hook-ok", _describe(result))
@@ -369,7 +269,6 @@ class Supervisor:
         store = self._open_store(progress)
         if store is None:
             return
-        from compoundry.store import DeploymentStatus
 
         def stop(replica) -> None:
             progress(f"replica {replica.id}", "stopping", f"pid {replica.pid}")
@@ -394,8 +293,6 @@ class Supervisor:
         if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
             return None  # nothing was ever deployed; do not create an empty DB
         try:
-            from compoundry.store import PlatformStore
-
             return PlatformStore(url)
         except Exception as exc:  # noqa: BLE001
             progress("replicas", "warning", f"platform DB unavailable ({exc}); replicas not stopped")

@@ -7,8 +7,8 @@ happens and the CLI can run the same thing without Prefect:
    runs the metering gate (GE) on them; it returns the gate results and the
    frames, and never writes anything.
 2. :func:`build` turns validated frames into a :class:`CostReport` with the
-   pure cost model (``compoundry.metering.costs``) and latency decomposition
-   (``compoundry.metering.latency``).
+   pure cost model (``compoundry.core.costs.cost_model``) and latency decomposition
+   (``compoundry.core.costs.latency_shares``).
 """
 
 from __future__ import annotations
@@ -20,12 +20,23 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import sqlalchemy as sa
 
+from compoundry.core.costs.cost_model import (
+    Tariff,
+    cost_lines,
+    rollup,
+    scenarios,
+    sum_scenarios,
+)
+from compoundry.core.costs.latency_shares import decompose
+from compoundry.core.costs.records import to_utc
 from compoundry.gates import GateResult, validate_frame
-from compoundry.metering.costs import Tariff, cost_lines, rollup, scenarios, sum_scenarios
-from compoundry.metering.latency import decompose
-from compoundry.metering.records import to_utc
-from compoundry.metering.suite import metering_expectations, replica_expectations
-from compoundry.reports.data import frame_intervals, frame_records, metering_frame, replica_frame
+from compoundry.gates.metering_suite import metering_expectations, replica_expectations
+from compoundry.reports.data import (
+    frame_intervals,
+    frame_records,
+    metering_frame,
+    replica_frame,
+)
 
 #: tables of a report, in the order they are written and shown
 COST_VIEWS = {"by_pipeline": ("pipeline",), "by_component": ("component",), "by_variant": ("component", "variant"),

@@ -14,10 +14,10 @@ from datetime import datetime
 import pandas as pd
 import sqlalchemy as sa
 
-from compoundry.metering.costs import ReplicaInterval
-from compoundry.metering.records import RECORD_FIELDS, MeteringRecord, to_utc
-from compoundry.metering.tables import metering_table as m
+from compoundry.core.costs.cost_model import ReplicaInterval
+from compoundry.core.costs.records import RECORD_FIELDS, MeteringRecord, to_utc
 from compoundry.store.tables import Deployment, Replica
+from compoundry.store.tables import metering_table as m
 
 LIVE = ("starting", "ready", "draining")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compoundry.gates.core import markdown_table
+from compoundry.gates.validation import markdown_table
 from compoundry.reports.cost import CostReport
 
 

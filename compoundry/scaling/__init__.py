@@ -1,0 +1,1 @@
+"""Scaling: the autoscaler loop (in the gateway) and the targets replicas run on (``targets/``)."""

@@ -24,14 +24,27 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
-from compoundry.gateway.routes import Periodic
-from compoundry.scaling.policy import Bounds, CompletionWindow, ReplicaPolicy, decide, deployment_bounds
-from compoundry.scaling.spec import ScalingSpec
-from compoundry.scaling.warmup import prewarm_hold_s, prewarm_targets
+from compoundry.core.autoscaling.replica_policy import (
+    DEMAND_TTL_TICKS,
+    Bounds,
+    CompletionWindow,
+    ReplicaPolicy,
+    decide,
+    deployment_bounds,
+)
+from compoundry.core.autoscaling.warmup_plans import prewarm_hold_s, prewarm_targets
+from compoundry.scaling.targets.protocol import ScalerTarget, ScalingSpec
+from compoundry.store.refresh import Periodic
 
 log = logging.getLogger(__name__)
-DEMAND_TTL_TICKS = 3  # a held request counts as queued demand for this many ticks
+
+
+class LoadSource(Protocol):
+    """Where the autoscaler reads a deployment's own load: the gateway's load board."""
+
+    def load_of(self, component: str, deployment_id: str) -> tuple[int, int]: ...  # (in flight, queued)
 
 
 @dataclass(frozen=True)
@@ -60,10 +73,10 @@ class _Tracked:
 
 
 class Autoscaler:
-    def __init__(self, routes, dispatcher, config: Callable[[], object], target, capacity, settings,
-                 clock: Callable[[], float] = time.monotonic):
-        """``routes``: the gateway's RouteTable; ``target``: a ScalerTarget; ``capacity``: a CapacityStore."""
-        self.routes, self.dispatcher, self.config = routes, dispatcher, config
+    def __init__(self, routes, load: LoadSource, config: Callable[[], object], target: ScalerTarget, capacity,
+                 settings, clock: Callable[[], float] = time.monotonic):
+        """``routes``: the gateway's RouteTable; ``config()``: the current Config; ``capacity``: a CapacityStore."""
+        self.routes, self.load, self.config = routes, load, config
         self.target, self.capacity, self.settings, self.clock = target, capacity, settings, clock
         self.tracked: dict[str, _Tracked] = {}
         self.events: deque[ScalingEvent] = deque(maxlen=200)
@@ -132,8 +145,8 @@ class Autoscaler:
         config = self.config().components.get(tracked.component)
         if config is None:
             return
-        tracked.policy.bounds = self._bounds(config, tracked.component, tracked.variant)
-        in_flight, queued = self.dispatcher.load_of(tracked.component, deployment)
+        tracked.policy.set_bounds(self._bounds(config, tracked.component, tracked.variant))
+        in_flight, queued = self.load.load_of(tracked.component, deployment)
         waited_for = tracked.demand_at is not None and now - tracked.demand_at <= DEMAND_TTL_TICKS * self.settings.tick_s
         held = waited_for or self._prewarm_pending(tracked, now)
         desired = decide(tracked.policy, tracked.window, now, in_flight, queued, tracked.live, held)
@@ -180,7 +193,7 @@ class Autoscaler:
         if tracked is None:
             return
         tracked.demand_at = self.clock()
-        tracked.policy.last_active = tracked.demand_at
+        tracked.policy.mark_active(tracked.demand_at)
         if tracked.variant is None:
             self._cold.discard(tracked.component)
         else:
@@ -211,7 +224,7 @@ class Autoscaler:
             log.exception("scaling %s to %d replicas failed", spec.deployment_id, replicas)
             return
         if tracked.live > before:  # a replica that has just become ready has not been idle yet
-            tracked.policy.last_active = self.clock()
+            tracked.policy.mark_active(self.clock())
         await self.routes.refresh()  # new replicas serve now, not at the next refresh
         if spec.deployment_id not in self._routed():  # replaced by a redeploy meanwhile: leave nothing running
             await asyncio.to_thread(self.target.set_replicas, spec, 0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from compoundry.config.models import Pipeline
-from compoundry.scaling.warmup import first_request_delay, warmup_options
+from compoundry.core.autoscaling.warmup_plans import first_request_delay, warmup_options
 from compoundry.sim.engine import simulate
 from compoundry.sim.latency import pipeline_latency
 from compoundry.sim.policies import build_plan

@@ -27,12 +27,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from compoundry.dag import topological_levels
-from compoundry.gateway.modes import DedicatedState, spill_over
-from compoundry.scaling.autoscaler import DEMAND_TTL_TICKS
-from compoundry.settings import GatewaySettings
-from compoundry.scaling.policy import CompletionWindow, ReplicaPolicy, decide, deployment_bounds
-from compoundry.scaling.warmup import prewarm_targets
+from compoundry.config.platform_config import GatewaySettings
+from compoundry.core.autoscaling.replica_policy import (
+    DEMAND_TTL_TICKS,
+    CompletionWindow,
+    ReplicaPolicy,
+    decide,
+    deployment_bounds,
+)
+from compoundry.core.autoscaling.warmup_plans import prewarm_targets
+from compoundry.core.dag import topological_levels
+from compoundry.core.routing.modes import DedicatedState, spill_over
 
 REPLICAS, AUTO, SERVERLESS = "replicas", "auto", "serverless"
 HELD_TICKS = DEMAND_TTL_TICKS  # a held call counts as queued demand this many ticks
@@ -179,7 +184,7 @@ def simulate(scenario, calls: np.ndarray, user_requests: np.ndarray, plan: Plan,
             floor = floors[i][k] if floors[i] is not None else 0
             if floor != comp.floor:
                 comp.floor = floor
-                comp.policy.bounds = deployment_bounds(comp.scaling, 0.0, scenario.down_stabilization_s, floor)
+                comp.policy.set_bounds(deployment_bounds(comp.scaling, 0.0, scenario.down_stabilization_s, floor))
             if plan.signal == "user":
                 comp.window.add(t0 + dt / 2, comp.s, users[k])
             queued = min(int(comp.backlog), LANE_CAPACITY) if comp.ready else 0  # held calls wait outside the lane
@@ -226,7 +231,7 @@ def _reach_delay(i: int, t0: float, up_idx, state, ready_at_row) -> float:
 def _wake(comp: _Component, when: float, t1: float, rep_s, i: int, result: Result, components, why: str) -> None:
     comp.start(when, 1)
     comp.held_at = when
-    comp.policy.last_active = when
+    comp.policy.mark_active(when)
     rep_s[i] += max(0.0, t1 - when)
     result.events.append((when, components[i], 0, 1, why))
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compoundry.dag import topological_levels
+from compoundry.core.dag import topological_levels
 
 
 @dataclass

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 import numpy as np
 from croniter import croniter
 
-from compoundry.scaling.policy import Load, needed_replicas
+from compoundry.core.autoscaling.replica_policy import Load, needed_replicas
 from compoundry.sim.engine import AUTO, SERVERLESS, Plan
 
 POLICIES: tuple[str, ...] = ("static", "uniform", "per-component", "prewarm", "scheduled", "hybrid")

@@ -75,7 +75,7 @@ def replay_metering(database_url: str, tick_s: float, since: datetime | None = N
     """The platform's recorded requests: one per request id (its first call), per pipeline."""
     import sqlalchemy as sa
 
-    from compoundry.metering.tables import metering_table as t
+    from compoundry.store.tables import metering_table as t
 
     query = sa.select(t.c.pipeline_id, sa.func.min(t.c.timestamp)).where(t.c.shadow.is_(False))
     if since is not None:

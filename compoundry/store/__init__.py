@@ -1,6 +1,11 @@
-"""The platform database: deployments, replicas, routes, deploy claims."""
+"""The platform database (SQLAlchemy; SQLite embedded, PostgreSQL in production) and in-memory copies of it.
 
-from compoundry.store.store import PlatformStore, ReplicaView, RouteView
+``PlatformStore`` is the write path for deployments, replicas, routes and claims,
+and hands out sessions to the focused stores beside it (capacity floors, API keys,
+experiment runs, observations); ``refresh`` keeps the gateway's copies current.
+"""
+
+from compoundry.store.platform_store import DeploymentView, PlatformStore
 from compoundry.store.tables import DeploymentStatus
 
-__all__ = ["PlatformStore", "ReplicaView", "RouteView", "DeploymentStatus"]
+__all__ = ["DeploymentStatus", "DeploymentView", "PlatformStore"]

@@ -13,7 +13,13 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import delete, select
 
-from compoundry.store.tables import CapacityFloor, Deployment, DeploymentStatus, Replica, utcnow
+from compoundry.store.tables import (
+    CapacityFloor,
+    Deployment,
+    DeploymentStatus,
+    Replica,
+    utcnow,
+)
 
 LIVE = (DeploymentStatus.STARTING.value, DeploymentStatus.READY.value)
 
@@ -40,7 +46,7 @@ class ReplicaRow:
 
 class CapacityStore:
     def __init__(self, store):
-        self._session = store._session
+        self._store = store
 
     # --- floors ----------------------------------------------------------------
     def add_floor(self, component: str, min_replicas: int, hold: timedelta, source: str = "",
@@ -50,13 +56,13 @@ class CapacityStore:
         start = starts_at or utcnow()
         row = CapacityFloor(id=uuid.uuid4().hex[:16], component=component, min_replicas=min_replicas,
                             starts_at=start, ends_at=start + hold, source=source[:200])
-        with self._session.begin() as s:
+        with self._store.transaction() as s:
             s.add(row)
         return _floor(row)
 
     def release(self, floor_id: str) -> bool:
         """End a floor now (the autoscaler then scales down on its usual idle rules)."""
-        with self._session.begin() as s:
+        with self._store.transaction() as s:
             row = s.get(CapacityFloor, floor_id)
             if row is None or _aware(row.ends_at) <= utcnow():
                 return False
@@ -65,7 +71,7 @@ class CapacityStore:
 
     def floors(self, now: datetime | None = None, include_ended: bool = False) -> list[Floor]:
         now = now or utcnow()
-        with self._session() as s:
+        with self._store.session() as s:
             rows = [_floor(r) for r in s.scalars(select(CapacityFloor).order_by(CapacityFloor.starts_at))]
         return [f for f in rows if include_ended or (f.starts_at <= now < f.ends_at)]
 
@@ -77,7 +83,7 @@ class CapacityStore:
         return active
 
     def purge_ended(self, older_than: timedelta = timedelta(days=30)) -> int:
-        with self._session.begin() as s:
+        with self._store.transaction() as s:
             return s.execute(delete(CapacityFloor).where(CapacityFloor.ends_at < utcnow() - older_than)).rowcount
 
     # --- replicas ----------------------------------------------------------------
@@ -88,7 +94,7 @@ class CapacityStore:
         query = (select(Replica).where(Replica.deployment_id.in_(deployment_ids), Replica.status.in_(LIVE))
                  .order_by(Replica.id))
         grouped: dict[str, list[ReplicaRow]] = {d: [] for d in deployment_ids}
-        with self._session() as s:
+        with self._store.session() as s:
             for r in s.scalars(query):
                 grouped[r.deployment_id].append(ReplicaRow(r.id, r.deployment_id, r.url, r.pid, r.status, r.ready_s))
         return grouped
@@ -96,12 +102,12 @@ class CapacityStore:
     def bento_tags(self, deployment_ids: list[str]) -> dict[str, str | None]:
         if not deployment_ids:
             return {}
-        with self._session() as s:
+        with self._store.session() as s:
             rows = s.execute(select(Deployment.id, Deployment.bento_tag).where(Deployment.id.in_(deployment_ids)))
             return {d: tag for d, tag in rows}
 
     def record_ready(self, replica_id: str, ready_s: float) -> None:
-        with self._session.begin() as s:
+        with self._store.transaction() as s:
             row = s.get(Replica, replica_id)
             if row is not None:
                 row.ready_s = ready_s
@@ -111,7 +117,7 @@ class CapacityStore:
         query = (select(Deployment.component, Replica.ready_s).join(Deployment, Replica.deployment_id == Deployment.id)
                  .where(Replica.ready_s.is_not(None)).order_by(Replica.started_at.desc()))
         samples: dict[str, list[float]] = {}
-        with self._session() as s:
+        with self._store.session() as s:
             for component, ready_s in s.execute(query):
                 if len(samples.setdefault(component, [])) < last:
                     samples[component].append(ready_s)

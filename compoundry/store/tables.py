@@ -1,6 +1,7 @@
 """SQLAlchemy tables of the platform database.
 
-Flows and the control API write these; gateways only read routes. SQLite in
+Flows and the control API write these; gateways read routes, keys and experiment runs
+and append metering rows (append-only, written in batches by the metering sink). SQLite in
 the embedded platform, PostgreSQL in production: nothing here is dialect
 specific.
 """
@@ -10,7 +11,19 @@ from __future__ import annotations
 import enum
 from datetime import datetime, timezone
 
-from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -168,3 +181,44 @@ class Feedback(Base):
     value: Mapped[float] = mapped_column(Float)
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a bigint.
+_Id = BigInteger().with_variant(Integer, "sqlite")
+
+
+class MeteringRow(Base):
+    """One component call (see :class:`compoundry.core.costs.records.MeteringRecord`)."""
+
+    __tablename__ = "metering_records"
+    __table_args__ = (
+        Index("ix_metering_timestamp", "timestamp"),
+        Index("ix_metering_pipeline_time", "pipeline_id", "timestamp"),
+        Index("ix_metering_component_time", "component", "timestamp"),
+        Index("ix_metering_tenant_time", "tenant", "timestamp"),
+        Index("ix_metering_request", "request_id"),
+    )
+
+    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    tenant: Mapped[str] = mapped_column(String(100))
+    pipeline_id: Mapped[str] = mapped_column(String(100))
+    request_id: Mapped[str] = mapped_column(String(100))
+    step: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    component: Mapped[str] = mapped_column(String(100))
+    variant: Mapped[str] = mapped_column(String(100))
+    deployment_id: Mapped[str] = mapped_column(String(160))
+    mode: Mapped[str] = mapped_column(String(20))
+    latency_class: Mapped[str] = mapped_column(String(20))
+    queue_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    cold_start_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    compute_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[str] = mapped_column(String(60))
+    cost: Mapped[float] = mapped_column(Float, default=0.0)
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # added later:
+    # PlatformStore.create_schema adds it to older databases
+
+
+metering_table = MeteringRow.__table__

@@ -19,7 +19,7 @@ def _gpu_and_vllm() -> bool:
 @pytest.mark.skipif(not _gpu_and_vllm(), reason="needs CUDA and the vllm package")
 def test_vllm_engine_serves_the_tiny_llm_directory(tmp_path):
     from bentos.llm.engines import VLLMEngine, choose_engine
-    from registry.demo_models import build_tiny_llm
+    from compoundry.registry.demo_models import build_tiny_llm
 
     assert choose_engine(True, True, None) == "vllm"
     hf_dir = build_tiny_llm(tmp_path / "hf_model", train_steps=20)

@@ -1,6 +1,7 @@
 import pytest
 
 from tests.integration.platform_fixture import platform_env
+from tests.integration.stub_backend import StubReplica
 
 
 @pytest.fixture(scope="session")
@@ -16,3 +17,12 @@ def platform(tmp_path_factory):
             yield settings
         finally:
             supervisor.down()
+
+
+@pytest.fixture(scope="session")
+def stubs():
+    """Four stub replicas (a-d) shared by the gateway tests; tests that count calls compare before and after."""
+    replicas = {name: StubReplica(name).start() for name in ("a", "b", "c", "d")}
+    yield replicas
+    for replica in replicas.values():
+        replica.stop()

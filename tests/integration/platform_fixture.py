@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from compoundry.settings import PlatformSettings
+from compoundry.config.settings import PlatformSettings
 
 
 def free_port() -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from compoundry.settings import PlatformSettings
+from compoundry.config.settings import PlatformSettings
 from compoundry.store import PlatformStore
 from compoundry.store.capacity import CapacityStore
 from tests.integration.platform_fixture import platform_env, wait_until
@@ -69,8 +69,8 @@ def scaling_platform(state: Path, components: str, pipelines: str, platform: str
     """
     from bentos.build import build_bento
     from compoundry.platform.supervisor import Supervisor
-    from registry.sleeper_model import log_sleeper
-    from registry.store import ModelStore
+    from compoundry.registry.model_store import ModelStore
+    from compoundry.registry.sleeper_model import log_sleeper
 
     with platform_env(state) as settings:
         write_configs(settings.config_dir, components, pipelines, platform)
@@ -103,7 +103,7 @@ def scaling_platform(state: Path, components: str, pipelines: str, platform: str
             if gateway is not None:
                 gateway.terminate()
                 gateway.wait(30)
-            from compoundry.targets.local import LocalTarget
+            from compoundry.scaling.targets.local import LocalTarget
 
             for view in store.deployments():
                 LocalTarget(settings, store).stop_deployment(view.id, grace_s=5)
@@ -113,7 +113,7 @@ def scaling_platform(state: Path, components: str, pipelines: str, platform: str
 def _start_gateway(settings: PlatformSettings) -> subprocess.Popen:
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     log = open(settings.logs_dir / "gateway-test.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "compoundry.gateway.server"], env=settings.child_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "compoundry.platform.gateway_process"], env=settings.child_env(),
                             stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -65,7 +65,7 @@ def bento_replicas(tmp_path_factory):
     import mlflow
 
     from bentos.build import build_bento
-    from registry.demo_models import DEMO_MODELS
+    from compoundry.registry.demo_models import DEMO_MODELS
 
     tmp = tmp_path_factory.mktemp("bentos")
     tracking = f"sqlite:///{tmp}/mlflow.db"

@@ -96,7 +96,7 @@ def artifacts(flow_run_id) -> dict[str, str]:
 
 
 def test_the_flow_writes_hand_computed_costs_to_a_folder_with_artifacts(prefect, platform):
-    from flows.cost_report import cost_report
+    from compoundry.flows.cost_report import cost_report
 
     _, state = platform
     state_ = cost_report(**WINDOW, out=str(state / "out"), format="csv", return_state=True)
@@ -118,7 +118,7 @@ def test_the_flow_writes_hand_computed_costs_to_a_folder_with_artifacts(prefect,
 
 
 def test_the_flow_writes_parquet_to_s3(prefect, platform, s3):
-    from flows.cost_report import cost_report
+    from compoundry.flows.cost_report import cost_report
 
     result = cost_report(**WINDOW, out="s3://reports/nightly", format="parquet")
     assert result["location"] == "s3://reports/nightly/cost-20261101T0000-20261101T0200"
@@ -142,7 +142,7 @@ def test_the_flow_writes_parquet_to_s3(prefect, platform, s3):
 ])
 def test_a_planted_defect_fails_the_run_names_the_rows_and_writes_nothing(prefect, platform, change, where,
                                                                            expectation, column):
-    from flows.cost_report import cost_report
+    from compoundry.flows.cost_report import cost_report
 
     store, state = platform
     with store.engine.begin() as conn:
@@ -161,7 +161,7 @@ def test_a_planted_defect_fails_the_run_names_the_rows_and_writes_nothing(prefec
 
 
 def test_a_stopped_replica_without_its_stop_time_fails_the_gate(prefect, platform):
-    from flows.cost_report import cost_report
+    from compoundry.flows.cost_report import cost_report
 
     store, state = platform
     with store.engine.begin() as conn:

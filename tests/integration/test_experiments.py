@@ -13,9 +13,9 @@ import time
 import httpx
 import pytest
 
-from compoundry.store.experiments import ExperimentStore
-from registry.sleeper_model import log_sleeper
-from registry.store import ModelStore
+from compoundry.registry.model_store import ModelStore
+from compoundry.registry.sleeper_model import log_sleeper
+from compoundry.store.experiment_runs import ExperimentStore
 from tests.integration.platform_fixture import wait_until
 from tests.integration.scaling_fixture import MODEL, scaling_platform
 
@@ -100,7 +100,7 @@ def _traffic(platform, requests: int, feedback: dict[str, float] | None = None, 
 def _metering_rows(platform) -> int:
     from sqlalchemy import func, select
 
-    from compoundry.metering.tables import metering_table
+    from compoundry.store.tables import metering_table
 
     with platform.store.engine.connect() as conn:
         return conn.scalar(select(func.count()).select_from(metering_table))
@@ -119,7 +119,7 @@ def test_feedback_is_validated_and_stored(lab):
 
 
 def test_a_clearly_better_challenger_is_promoted_and_the_alias_moves(lab):
-    from flows.experiments import evaluate_experiment, start_experiment
+    from compoundry.flows.experiment_flows import evaluate_experiment, start_experiment
 
     _use(lab, BETTER)
     started = start_experiment("better-ab")
@@ -150,7 +150,7 @@ def test_a_clearly_better_challenger_is_promoted_and_the_alias_moves(lab):
 
 
 def test_a_guardrail_breach_rolls_the_challenger_back(lab):
-    from flows.experiments import evaluate_experiment, start_experiment
+    from compoundry.flows.experiment_flows import evaluate_experiment, start_experiment
 
     _use(lab, SLOWER)
     start_experiment("slower-ab")
@@ -173,7 +173,7 @@ def test_a_guardrail_breach_rolls_the_challenger_back(lab):
 
 
 def test_a_version_whose_evaluation_dataset_fails_its_suite_does_not_deploy(lab):
-    from flows.deploy import deploy_model_version
+    from compoundry.flows.deploy import deploy_model_version
 
     rows = [{"query": "refund", "label": "relevant"}, {"query": "", "label": "relevant"},
             {"query": "invoice", "label": "maybe"}]  # row 1: a null query (empty in CSV); row 2: an unknown label

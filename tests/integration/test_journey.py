@@ -1,7 +1,7 @@
 """Journeys 1 and 2 on the real platform: register → webhook → Prefect deploy → serve.
 
 Every server here is real: MLflow tracking server, Prefect server, the
-`flows.serve` process, the gateway, and `bentoml serve` replicas.
+`compoundry.flows.serve` process, the gateway, and `bentoml serve` replicas.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from compoundry.dag import critical_path
+from compoundry.core.dag import critical_path
 from compoundry.platform.services import MLFLOW_WEBHOOK_CACHE_TTL_S
+from compoundry.registry.model_store import ModelStore
+from compoundry.registry.webhooks import sign
 from compoundry.store import PlatformStore
-from registry.store import ModelStore
-from registry.webhooks import sign
 from tests.integration.platform_fixture import gateway, wait_until
 
 pytestmark = pytest.mark.integration
@@ -67,7 +67,7 @@ def steady_load(settings, component: str, inputs: dict, clients: int = 2):
 @pytest.fixture(scope="module")
 def demo_pipeline(platform):
     """All support-agent components registered once; each deploys through the webhook."""
-    from compoundry.demo import register_demo_models, wait_for_routes
+    from compoundry.cli.demo import register_demo_models, wait_for_routes
 
     registered = register_demo_models(platform)
     wait_for_routes(platform, PIPELINE_COMPONENTS, timeout_s=600)
@@ -162,8 +162,8 @@ def test_poller_deploys_what_no_webhook_announced_and_old_replica_drains(platfor
     import mlflow
     from mlflow import MlflowClient
 
-    from registry.demo_models import log_intent_classifier
-    from registry.webhooks import WEBHOOK_NAME
+    from compoundry.registry.demo_models import log_intent_classifier
+    from compoundry.registry.webhooks import WEBHOOK_NAME
 
     client = MlflowClient(platform.mlflow_url)
     hook = next(w for w in client.list_webhooks() if w.name == WEBHOOK_NAME)
@@ -271,7 +271,7 @@ def test_moving_the_challenger_alias_deploys_a_variant_that_gets_its_sticky_shar
     from typer.testing import CliRunner
 
     from compoundry.cli import app
-    from registry.demo_models import log_intent_classifier
+    from compoundry.registry.demo_models import log_intent_classifier
 
     model, experiments = "compoundry-intent-classifier", platform.config_dir / "experiments.yaml"
     shipped = experiments.read_text()  # schedules.yaml names its experiment: keep it, add ours
@@ -314,7 +314,7 @@ def test_moving_the_challenger_alias_deploys_a_variant_that_gets_its_sticky_shar
 def test_restart_keeps_models_deployments_and_routes(platform, demo_pipeline):
     """`compoundry down` + `up`: the database keeps routes, `up` starts their replicas again."""
     from compoundry.platform.supervisor import Supervisor
-    from compoundry.targets.local import pid_alive
+    from compoundry.scaling.targets.local import pid_alive
 
     before = routes(platform)
     old_pids = [r.pid for route in before.values() for r in route.replicas]

@@ -9,8 +9,13 @@ import dataclasses
 import pytest
 from kubernetes import client
 
-from compoundry.scaling.kubernetes import KPA, KubernetesApplyError, KubernetesTarget, render_manifests
-from compoundry.scaling.spec import ScalingSpec
+from compoundry.scaling.targets.kubernetes import (
+    KPA,
+    KubernetesApplyError,
+    KubernetesTarget,
+    render_manifests,
+)
+from compoundry.scaling.targets.protocol import ScalingSpec
 from tests.integration.fake_kube_api import FakeKubeAPI
 
 pytestmark = pytest.mark.integration
@@ -125,7 +130,7 @@ def test_set_replicas_raises_the_hpa_floor_and_the_deployment(fake, target):
     target.apply(DEDICATED)
     name = DEDICATED.deployment_id
     fake.requests.clear()
-    target.set_replicas(DEDICATED, 3)
+    assert target.set_replicas(DEDICATED, 3) == 3  # the floor it set
     assert fake.get(HPA, NS, "horizontalpodautoscalers", name)["spec"]["minReplicas"] == 3
     assert fake.get(APPS, NS, "deployments", name)["spec"]["replicas"] == 3
     assert {r.content_type for r in fake.calls("PATCH")} == {"application/merge-patch+json"}
@@ -133,7 +138,7 @@ def test_set_replicas_raises_the_hpa_floor_and_the_deployment(fake, target):
     target.set_replicas(DEDICATED, 0)  # released: back to the spec's floor; running pods are the HPA's call
     assert fake.get(HPA, NS, "horizontalpodautoscalers", name)["spec"]["minReplicas"] == 1
     assert fake.get(APPS, NS, "deployments", name)["spec"]["replicas"] == 3
-    target.set_replicas(DEDICATED, 50)  # capped at max
+    assert target.set_replicas(DEDICATED, 50) == 5  # capped at max
     assert fake.get(HPA, NS, "horizontalpodautoscalers", name)["spec"]["minReplicas"] == 5
 
 

@@ -19,7 +19,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from compoundry.targets.local import pid_alive
+from compoundry.scaling.targets.local import pid_alive
 from tests.integration.platform_fixture import wait_until
 from tests.integration.scaling_fixture import scaling_platform
 

@@ -31,7 +31,7 @@ import sys
 from prefect import serve
 
 from compoundry.config.loader import load_config
-from flows.serve import scheduled_deployments
+from compoundry.flows.serve import scheduled_deployments
 
 if __name__ == "__main__":
     serve(*scheduled_deployments(load_config(sys.argv[1]), "scheduled-warmup"))
@@ -53,7 +53,7 @@ def test_the_shipped_registry_poll_schedule_has_runs_scheduled(platform):
 
 
 def test_a_cron_warmup_entry_fires_and_does_its_work(platform, tmp_path):
-    """A schedules.yaml entry served the way flows/serve.py serves it runs on its cron and writes its floor."""
+    """A schedules.yaml entry served the way compoundry/flows/serve.py serves it runs on its cron and writes its floor."""
     config_dir = tmp_path / "configs"
     shutil.copytree(platform.config_dir, config_dir)
     (config_dir / "schedules.yaml").write_text(textwrap.dedent(f"""

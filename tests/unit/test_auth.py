@@ -2,7 +2,14 @@
 
 import pytest
 
-from compoundry.auth import KeyRecord, KeyRing, bearer_token, digest, new_key, parse
+from compoundry.core.api_keys import (
+    KeyRecord,
+    KeyRing,
+    bearer_token,
+    digest,
+    new_key,
+    parse,
+)
 from compoundry.gateway.security import required_scope
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compoundry.gateway.balancer import Balancer, Saturation
+from compoundry.core.routing.balancer import Balancer, Saturation
 
 
 def loaded(loads: dict, limit=None, rng=None) -> Balancer:

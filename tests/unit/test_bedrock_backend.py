@@ -7,7 +7,12 @@ import pytest
 from botocore.stub import Stubber
 
 from compoundry.config.models import BedrockModel
-from compoundry.gateway.errors import ComponentFailed, ComponentUnavailable, InvalidInput, InvalidRequest
+from compoundry.gateway.errors import (
+    ComponentFailed,
+    ComponentUnavailable,
+    InvalidInput,
+    InvalidRequest,
+)
 from compoundry.gateway.external import BedrockBackend
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"

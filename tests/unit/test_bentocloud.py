@@ -12,19 +12,22 @@ from types import SimpleNamespace
 import bentoml
 import pytest
 from bentoml._internal.cloud.deployment import DeploymentAPI
-from bentoml._internal.cloud.schemas.schemasv2 import CreateDeploymentSchema, UpdateDeploymentSchema
+from bentoml._internal.cloud.schemas.schemasv2 import (
+    CreateDeploymentSchema,
+    UpdateDeploymentSchema,
+)
 from bentoml._internal.utils import deep_merge
 from bentoml._internal.utils.cattr import bentoml_cattr
 from bentoml.exceptions import NotFound
 
-from compoundry.scaling.bentocloud import (
+from compoundry.scaling.targets.bentocloud import (
     SERVICE_NAMES,
     BentoCloudConfigError,
     BentoCloudTarget,
     render_config,
     validate_config,
 )
-from compoundry.scaling.spec import ScalingSpec
+from compoundry.scaling.targets.protocol import ScalingSpec
 
 BASE = ScalingSpec(
     deployment_id="embedder-v3-1a2b3c", component="embedder", model_name="minilm", model_version="3",
@@ -201,7 +204,7 @@ def test_set_replicas_updates_only_the_floor(fake):
     serverless = spec(mode="serverless", min_replicas=0)
     target = BentoCloudTarget(fake)
     target.apply(serverless)
-    target.set_replicas(serverless, 3)
+    assert target.set_replicas(serverless, 3) == 3  # the floor it set
     fn, kwargs = fake.calls[-1]
     assert fn == "update"
     assert kwargs["config_dict"] == {"name": "embedder-v3-1a2b3c",

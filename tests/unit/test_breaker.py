@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compoundry.config.models import Breaker
-from compoundry.gateway.breaker import Admission, BreakerBoard, CircuitBreaker
+from compoundry.core.routing.breaker import Admission, BreakerBoard, CircuitBreaker
 
 
 class FakeClock:

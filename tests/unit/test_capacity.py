@@ -10,12 +10,14 @@ from types import SimpleNamespace
 import pytest
 
 from compoundry.config.models import Component, Pipeline
+from compoundry.core.routing.route_view import RouteView
+from compoundry.flows.scheduled_warmup import WarmupError, warmup_components
 from compoundry.scaling.autoscaler import Autoscaler
-from compoundry.scaling.local import choose_to_stop
-from compoundry.store import DeploymentStatus, RouteView
+from compoundry.scaling.targets.local import choose_to_stop
+from compoundry.store import DeploymentStatus
 from compoundry.store.capacity import CapacityStore, ReplicaRow
 from compoundry.store.tables import utcnow
-from flows.warmup import WarmupError, warmup_components
+from tests.fakes import NoCapacity, RecordingTarget
 
 
 def test_floors_overlap_to_the_highest_and_end_on_time(store):
@@ -62,28 +64,6 @@ def test_warmup_resolves_pipelines_to_their_components_and_refuses_unknown_names
 
 
 # --- the autoscaler's request-path hooks, with a target that records what it is asked ----------
-class RecordingTarget:
-    def __init__(self):
-        self.calls: list[tuple[str, int]] = []
-        self.live: dict[str, int] = {}
-
-    def replicas(self, deployment_id: str) -> int:
-        return self.live.get(deployment_id, 0)
-
-    def set_replicas(self, spec, replicas: int) -> int:
-        self.calls.append((spec.deployment_id, replicas))
-        self.live[spec.deployment_id] = replicas
-        return replicas
-
-
-class NoCapacity:
-    def active_floors(self):
-        return {}
-
-    def bento_tags(self, ids):
-        return {d: "tag" for d in ids}
-
-
 def _autoscaler(live: dict[str, int], clock=lambda: 0.0, idle_window_s: float = 300):
     components = {n: Component(model=f"m-{n}", engine="pyfunc",
                                scaling={"max_replicas": 3, "idle_window_s": idle_window_s}) for n in "abc"}
@@ -95,12 +75,12 @@ def _autoscaler(live: dict[str, int], clock=lambda: 0.0, idle_window_s: float = 
         return True
 
     routes.refresh = refresh
-    dispatcher = SimpleNamespace(load_of=lambda component, deployment: (0, 0))
+    load = SimpleNamespace(load_of=lambda component, deployment: (0, 0))
     config = SimpleNamespace(components=components, pipelines=pipelines)
     target = RecordingTarget()
     target.live.update(live)
     settings = SimpleNamespace(tick_s=1.0, window_s=10.0, up_stabilization_s=0.0, down_stabilization_s=30.0)
-    return Autoscaler(routes, dispatcher, lambda: config, target, NoCapacity(), settings, clock=clock), target
+    return Autoscaler(routes, load, lambda: config, target, NoCapacity(), settings, clock=clock), target
 
 
 def test_first_access_wakes_the_component_and_its_cold_downstream_at_once():

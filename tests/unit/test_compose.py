@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
+from compoundry.config.settings import PlatformSettings
 from compoundry.platform.services import platform_services
-from compoundry.settings import PlatformSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,11 +12,12 @@ import pytest
 from ruamel.yaml import YAML
 from typer.testing import CliRunner
 
+from compoundry.cli.config_commands import config_app
 from compoundry.config import ConfigError, ConfigIssue, load_config, load_model_file
-from compoundry.config.cli import config_app
+from compoundry.config.base import DEFAULT_CONFIG_DIR
+from compoundry.config.json_schema import json_schemas, render
 from compoundry.config.models import ComponentsFile
-from compoundry.config.schema import json_schemas, render
-from compoundry.settings import DEFAULT_CONFIG_DIR, PlatformConfig
+from compoundry.config.platform_config import PlatformConfig
 
 FILES = ("platform", "components", "pipelines", "experiments", "schedules")
 

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from compoundry.metering.costs import (
+from compoundry.core.costs.cost_model import (
     DIRECT,
     IDLE,
     ReplicaInterval,
@@ -15,7 +15,7 @@ from compoundry.metering.costs import (
     scenarios,
     sum_scenarios,
 )
-from compoundry.metering.latency import decompose, percentile
+from compoundry.core.costs.latency_shares import decompose, percentile
 from tests import cost_workload as w
 
 

@@ -1,4 +1,4 @@
-"""compoundry.dag: tables for the rules, hypothesis for the invariants on random DAGs."""
+"""compoundry.core.dag: tables for the rules, hypothesis for the invariants on random DAGs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compoundry.dag import (
+from compoundry.core.dag import (
     ancestors,
     critical_path,
     find_cycle,

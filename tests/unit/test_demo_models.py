@@ -1,4 +1,4 @@
-"""Demo models (registry/demo_models.py) and the pure parts of the Bentos, without MLflow servers."""
+"""Demo models (compoundry/registry/demo_models.py) and the pure parts of the Bentos, without MLflow servers."""
 
 import json
 from types import SimpleNamespace
@@ -8,7 +8,7 @@ import pytest
 
 from bentos.common import to_jsonable
 from bentos.llm.engines import choose_engine
-from registry import demo_models as dm
+from compoundry.registry import demo_models as dm
 
 
 def test_intent_classifier_beats_floor_on_held_out_set():

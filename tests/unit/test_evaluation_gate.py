@@ -9,8 +9,13 @@ import pytest
 
 from compoundry.config.loader import load_config
 from compoundry.config.models import Expectation
-from compoundry.gates.evaluation import EvaluationSuiteError, build_expectations, check_evaluation_dataset, read_dataset
-from registry.demo_models import load_intents
+from compoundry.gates.evaluation import (
+    EvaluationSuiteError,
+    build_expectations,
+    check_evaluation_dataset,
+    read_dataset,
+)
+from compoundry.registry.demo_models import load_intents
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -5,30 +5,12 @@ import time
 
 import pytest
 
-from compoundry.config.models import Pipeline
-from compoundry.dag import critical_path
-from compoundry.gateway.errors import ComponentFailed, InvalidInput
-from compoundry.gateway.executor import ComponentReply, run_pipeline
+from compoundry.core.dag import critical_path
+from compoundry.gateway.errors import InvalidInput
+from compoundry.gateway.executor import run_pipeline
+from tests.fakes import fake_components, pipeline
 
 TOL_MS = 60  # scheduling slack on a loaded CI machine
-
-
-def pipeline(steps: dict, output=None, sla_ms: int = 10_000) -> Pipeline:
-    return Pipeline(steps=steps, output=output, sla_ms=sla_ms)
-
-
-def fake(delays_ms: dict[str, float], fail: set[str] = frozenset(), calls: list | None = None):
-    """A ``call`` that sleeps per component, echoes its inputs, and fails for components in ``fail``."""
-
-    async def call(component, inputs, timeout):
-        if calls is not None:
-            calls.append((component, inputs, timeout))
-        await asyncio.sleep(delays_ms.get(component, 0) / 1000)
-        if component in fail:
-            raise ComponentFailed(f"{component} exploded")
-        return ComponentReply({"component": component, "echo": inputs}, deployment=f"{component}-dep", model_version="1")
-
-    return call
 
 
 def run(p, inputs=None, call=None, **kw):
@@ -38,7 +20,7 @@ def run(p, inputs=None, call=None, **kw):
 def test_independent_steps_run_in_parallel():
     p = pipeline({"a": {"component": "slow-a"}, "b": {"component": "slow-b"}})
     started = time.perf_counter()
-    result = run(p, call=fake({"slow-a": 100, "slow-b": 100}))
+    result = run(p, call=fake_components({"slow-a": 100, "slow-b": 100}))
     wall_ms = (time.perf_counter() - started) * 1000
     assert result.ok
     assert 100 <= result.total_ms < 100 + TOL_MS and wall_ms < 200 - 20
@@ -55,7 +37,7 @@ def test_a_step_waiting_on_two_deps_starts_after_the_slower_and_not_level_by_lev
         "after_fast": {"component": "c50", "depends_on": ["fast"]},
         "join": {"component": "c10", "depends_on": ["slow", "after_fast"]},
     })
-    result = run(p, call=fake({"c50": 50, "c150": 150, "c10": 10}))
+    result = run(p, call=fake_components({"c50": 50, "c150": 150, "c10": 10}))
     s = result.steps
     assert s["after_fast"].started_ms == pytest.approx(s["fast"].ended_ms, abs=25)
     assert s["after_fast"].ended_ms < s["slow"].ended_ms - 20
@@ -77,14 +59,14 @@ def test_inputs_are_rendered_from_request_and_upstream_outputs():
         },
         output={"answer": "${steps.b.echo.prev}!", "n": "${steps.b.echo.n}"},
     )
-    result = run(p, {"q": "hi", "n": 2}, fake({}, calls=calls))
+    result = run(p, {"q": "hi", "n": 2}, fake_components({}, calls=calls))
     assert [c[:2] for c in calls] == [("ca", {"texts": ["hi"]}), ("cb", {"prev": "hi", "n": 2})]
     assert result.output == {"answer": "hi!", "n": 2}
 
 
 def test_without_an_output_mapping_the_output_is_every_step_output():
     p = pipeline({"a": {"component": "ca"}, "b": {"component": "cb"}})
-    result = run(p, call=fake({}))
+    result = run(p, call=fake_components({}))
     assert set(result.output) == {"a", "b"} and result.output["a"]["component"] == "ca"
 
 
@@ -93,7 +75,7 @@ def test_optional_step_with_static_fallback():
         "lookup": {"component": "bad", "optional": True, "fallback": {"output": {"predictions": []}}},
         "answer": {"component": "ok", "depends_on": ["lookup"], "inputs": {"found": "${steps.lookup.predictions}"}},
     })
-    result = run(p, call=fake({}, fail={"bad"}))
+    result = run(p, call=fake_components({}, fail={"bad"}))
     assert result.ok
     lookup = result.steps["lookup"]
     assert lookup.status == "fallback" and lookup.fallback == "static"
@@ -107,7 +89,7 @@ def test_optional_step_with_fallback_component_gets_the_same_inputs():
     calls = []
     p = pipeline({"s": {"component": "bad", "optional": True, "fallback": {"component": "backup"},
                         "inputs": {"x": "${request.x}"}}})
-    result = run(p, {"x": 7}, fake({}, fail={"bad"}, calls=calls))
+    result = run(p, {"x": 7}, fake_components({}, fail={"bad"}, calls=calls))
     assert [c[:2] for c in calls] == [("bad", {"x": 7}), ("backup", {"x": 7})]
     s = result.steps["s"]
     assert s.status == "fallback" and s.fallback == "backup" and s.deployment == "backup-dep"
@@ -117,7 +99,7 @@ def test_optional_step_with_fallback_component_gets_the_same_inputs():
 def test_optional_step_whose_fallback_component_fails_too_yields_none():
     p = pipeline({"s": {"component": "bad", "optional": True, "fallback": {"component": "worse"}},
                   "after": {"component": "ok", "depends_on": ["s"], "inputs": "got ${steps.s}"}})
-    result = run(p, call=fake({}, fail={"bad", "worse"}))
+    result = run(p, call=fake_components({}, fail={"bad", "worse"}))
     assert result.ok and result.steps["s"].status == "failed"
     assert "fallback worse" in result.steps["s"].error
     assert result.output["after"]["echo"] == "got "
@@ -128,7 +110,7 @@ def test_optional_step_without_fallback_yields_none_and_dependents_still_run():
         "opt": {"component": "bad", "optional": True},
         "next": {"component": "ok", "depends_on": ["opt"], "inputs": {"v": "${steps.opt.predictions[0]}"}},
     })
-    result = run(p, call=fake({}, fail={"bad"}))
+    result = run(p, call=fake_components({}, fail={"bad"}))
     assert result.ok
     assert result.steps["opt"].status == "failed" and result.output["opt"] is None
     assert result.output["next"]["echo"] == {"v": None}
@@ -142,7 +124,7 @@ def test_required_failure_cancels_pending_steps_and_returns_a_partial_result():
         "grandchild": {"component": "ok", "depends_on": ["child"]},
     })
     started = time.perf_counter()
-    result = run(p, call=fake({"bad": 20, "c300": 300}, fail={"bad"}))
+    result = run(p, call=fake_components({"bad": 20, "c300": 300}, fail={"bad"}))
     assert (time.perf_counter() - started) < 0.2  # did not wait for "long"
     assert not result.ok and result.failed_step == "boom"
     assert "boom" in result.error and "bad exploded" in result.error
@@ -157,7 +139,7 @@ def test_required_failure_cancels_pending_steps_and_returns_a_partial_result():
 
 def test_a_template_error_fails_the_step_like_a_call_error():
     p = pipeline({"a": {"component": "ca", "inputs": {"q": "${request.missing}"}}})
-    result = run(p, call=fake({}))
+    result = run(p, call=fake_components({}))
     assert result.failed_step == "a"
     assert result.steps["a"].error_code == "step_error" and "request.missing" in result.steps["a"].error
 
@@ -174,7 +156,7 @@ def test_invalid_input_from_a_replica_keeps_its_message():
 def test_step_timeout_overrides_the_component_timeout():
     calls = []
     p = pipeline({"a": {"component": "slow", "timeout_s": 0.05}, "b": {"component": "other"}})
-    result = run(p, call=fake({"slow": 500}, calls=calls), timeouts={"slow": 10, "other": 3})
+    result = run(p, call=fake_components({"slow": 500}, calls=calls), timeouts={"slow": 10, "other": 3})
     assert result.failed_step == "a" and result.steps["a"].error_code == "timeout"
     assert 50 <= result.steps["a"].duration_ms < 50 + TOL_MS
     timeouts = {c[0]: c[2] for c in calls}
@@ -183,7 +165,7 @@ def test_step_timeout_overrides_the_component_timeout():
 
 def test_calls_never_run_past_the_pipeline_sla():
     p = pipeline({"a": {"component": "slow"}}, sla_ms=80)
-    result = run(p, call=fake({"slow": 1000}), timeouts={"slow": 30})
+    result = run(p, call=fake_components({"slow": 1000}), timeouts={"slow": 30})
     assert result.steps["a"].status == "failed" and result.steps["a"].error_code == "timeout"
     assert "SLA" in result.steps["a"].error
     assert result.total_ms < 80 + TOL_MS
@@ -197,7 +179,7 @@ def test_critical_path_matches_the_dag_function_on_the_support_agent_shape():
         "lookup": {"component": "c80", "depends_on": ["classify"], "optional": True},
         "answer": {"component": "c10", "depends_on": ["retrieve", "classify", "lookup"]},
     })
-    result = run(p, call=fake({"c30": 30, "c20": 20, "c80": 80, "c10": 10}))
+    result = run(p, call=fake_components({"c30": 30, "c20": 20, "c80": 80, "c10": 10}))
     s = result.steps
     deps = {n: st.depends_on for n, st in p.steps.items()}
     expect = critical_path(deps, {n: r.started_ms for n, r in s.items()}, {n: r.ended_ms for n, r in s.items()})

@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from compoundry.gateway import executor
-from tests.unit.test_executor import fake, pipeline
+from tests.fakes import fake_components, pipeline
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def test_a_pipeline_run_is_one_span_with_a_child_per_step(spans):
     p = pipeline({"a": {"component": "emb"}, "b": {"component": "clf", "optional": True,
                                                    "fallback": {"output": {}}},
                   "c": {"component": "llm", "depends_on": ["a", "b"]}})
-    result = asyncio.run(executor.run_pipeline(p, {}, fake({"emb": 5, "llm": 5}, fail={"clf"}), name="agent"))
+    result = asyncio.run(executor.run_pipeline(p, {}, fake_components({"emb": 5, "llm": 5}, fail={"clf"}), name="agent"))
     assert result.ok
     finished = {s.name: s for s in spans.get_finished_spans()}
     assert set(finished) == {"pipeline agent", "step a", "step b", "step c"}
@@ -41,7 +41,7 @@ def test_a_pipeline_run_is_one_span_with_a_child_per_step(spans):
 
 def test_a_failed_required_step_marks_its_span_and_the_pipeline_as_errors(spans):
     p = pipeline({"a": {"component": "emb"}, "b": {"component": "boom", "depends_on": ["a"]}})
-    result = asyncio.run(executor.run_pipeline(p, {}, fake({}, fail={"boom"}), name="fragile"))
+    result = asyncio.run(executor.run_pipeline(p, {}, fake_components({}, fail={"boom"}), name="fragile"))
     assert not result.ok
     finished = {s.name: s for s in spans.get_finished_spans()}
     assert finished["step b"].status.status_code == StatusCode.ERROR

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from compoundry.cli import app
-from compoundry.metering.tables import metering_table
 from compoundry.store import PlatformStore
-from compoundry.store.experiments import ExperimentStore
+from compoundry.store.experiment_runs import ExperimentStore
+from compoundry.store.tables import metering_table
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

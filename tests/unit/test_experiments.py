@@ -8,14 +8,19 @@ from types import SimpleNamespace
 import pytest
 from scipy import stats
 
-from compoundry.config.experiments import Experiment
+from compoundry.config.experiment_config import Experiment
 from compoundry.config.models import Component
-from compoundry.deploy_policy import ComponentTarget, on_alias_set
-from compoundry.experiments.decide import VariantObservations, decide, percentile
-from compoundry.experiments.plan import promotion_deploy, variant_deploys
-from compoundry.experiments.stats import compare_binary, compare_continuous, hedges_g, wilson_interval
-from compoundry.gateway.variants import ActiveExperiments
-from compoundry.store import RouteView
+from compoundry.core.deploy_decisions import WatchedComponent, on_alias_set
+from compoundry.core.experiments.decide import VariantObservations, decide, percentile
+from compoundry.core.experiments.plan import promotion_deploy, variant_deploys
+from compoundry.core.experiments.stats import (
+    compare_binary,
+    compare_continuous,
+    hedges_g,
+    wilson_interval,
+)
+from compoundry.core.routing.route_view import RouteView
+from compoundry.core.routing.variants import ActiveExperiments
 
 
 def _experiment(**overrides) -> Experiment:
@@ -146,7 +151,7 @@ def test_variants_not_running_are_deployed_with_the_claim_the_alias_webhook_woul
     versions = {"champion": "1", "challenger": "2"}
     requests = variant_deploys(_experiment(), component, _serving("1"), lambda model, alias: versions[alias])
     assert [(r.variant, r.version) for r in requests] == [("challenger", "2")]
-    webhook = on_alias_set("emb", "challenger", "2", [ComponentTarget("embedder", "emb", "champion",
+    webhook = on_alias_set("emb", "challenger", "2", [WatchedComponent("embedder", "emb", "champion",
                                                                       (("challenger", "challenger"),))], {"embedder": "1"},
                            "webhook", {})
     assert requests[0].reason == webhook[0].reason  # one claim: the webhook will not deploy it again

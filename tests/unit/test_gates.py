@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from compoundry.gates import GateFailed, render_markdown, require_passed, validate_frame
-from compoundry.metering.suite import metering_expectations, replica_expectations
+from compoundry.gates.metering_suite import metering_expectations, replica_expectations
 from compoundry.reports.cost import ReportError, parse_moment, window
 from tests import cost_workload as w
 

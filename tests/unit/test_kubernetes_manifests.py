@@ -8,7 +8,7 @@ import re
 import kubernetes_validate
 import pytest
 
-from compoundry.scaling.kubernetes import (
+from compoundry.scaling.targets.kubernetes import (
     IN_FLIGHT_METRIC,
     KPA,
     NAME_MAX,
@@ -19,7 +19,7 @@ from compoundry.scaling.kubernetes import (
     replica_floor,
     resource_name,
 )
-from compoundry.scaling.spec import ScalingSpec
+from compoundry.scaling.targets.protocol import ScalingSpec
 
 K8S_VERSIONS = ["1.30.0", "1.37.0"]  # the oldest release still common on managed clusters, and the newest schema
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")

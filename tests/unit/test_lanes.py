@@ -7,7 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compoundry.gateway.lanes import CLASS_RANK, Admitted, Entry, Lane, LaneQueue, Shed
+from compoundry.core.routing.lanes import (
+    CLASS_RANK,
+    Admitted,
+    Entry,
+    Lane,
+    LaneQueue,
+    Shed,
+)
 
 INF = float("inf")
 

@@ -10,19 +10,18 @@ import pytest
 import sqlalchemy as sa
 
 from compoundry.config.models import Prices
-from compoundry.metering import (
+from compoundry.core.costs.records import (
     SHED,
     MeteringRecord,
-    MeteringSink,
-    cost_by,
     error_outcome,
     price_call,
     replica_hours_cost,
     share_replica_cost,
 )
+from compoundry.metering import MeteringSink
 from compoundry.metering.sink import backoff_s, flush_due
-from compoundry.metering.tables import metering_table
 from compoundry.store import PlatformStore
+from compoundry.store.tables import metering_table
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -249,30 +248,19 @@ def test_records_from_many_threads_all_land(store):
     assert (sink.stats().written, sink.stats().dropped) == (8 * 1500, 0)
 
 
-def test_cost_by_pipeline_component_tenant(store):
+def test_timestamps_are_stored_as_instants_in_utc(store):
+    """A record stamped 13:00+01:00 lands at 12:00 UTC: the cost report's windows compare instants."""
     sink = MeteringSink(store.engine, start=False)
     cet = timezone(timedelta(hours=1))
-    sink.record(rec(0, pipeline_id="rag", component="emb", tenant="a", cost=0.5, prompt_tokens=10, compute_ms=5))
-    sink.record(rec(1, pipeline_id="rag", component="llm", tenant="b", cost=2.0, prompt_tokens=100,
-                    completion_tokens=50, compute_ms=300, outcome=error_outcome(503)))
-    sink.record(rec(2, pipeline_id="chat", component="llm", tenant="a", cost=1.0, completion_tokens=20))
-    # 12:00 UTC written as 13:00+01:00 must land at the same instant
-    sink.record(rec(0, timestamp=datetime(2025, 3, 1, 13, 0, tzinfo=cet), pipeline_id="chat", cost=0.25))
-    sink.record(rec(0, timestamp=T0 + timedelta(hours=1), pipeline_id="rag", cost=100.0))  # outside
-    sink.record(rec(0, timestamp=T0 - timedelta(seconds=1), pipeline_id="rag", cost=100.0))  # outside
-    assert sink.flush_now() == 6
-    until = T0 + timedelta(hours=1)
-    by_pipeline = cost_by(store.engine, "pipeline", T0, until)
-    assert [(c.key, c.calls, c.errors) for c in by_pipeline] == [("rag", 2, 1), ("chat", 2, 0)]
-    rag = by_pipeline[0]
-    assert (rag.cost, rag.prompt_tokens, rag.completion_tokens, rag.compute_ms) == pytest.approx((2.5, 110, 50, 305))
-    by_component = {c.key: c.cost for c in cost_by(store.engine, "component", T0, until)}
-    assert by_component == pytest.approx({"llm": 3.0, "emb": 0.75})
-    by_tenant = {c.key: c.calls for c in cost_by(store.engine, "tenant", T0.replace(tzinfo=None), until)}
-    assert by_tenant == {"a": 2, "b": 1, "acme": 1}
-    assert cost_by(store.engine, "pipeline", until + timedelta(days=1), until + timedelta(days=2)) == []
-    with pytest.raises(ValueError):
-        cost_by(store.engine, "variant", T0, until)
+    sink.record(rec(0, pipeline_id="rag"))
+    sink.record(rec(1, timestamp=datetime(2025, 3, 1, 13, 0, tzinfo=cet), pipeline_id="chat"))
+    sink.record(rec(2, timestamp=T0 + timedelta(hours=1), pipeline_id="later"))  # outside the window
+    sink.record(rec(3, timestamp=T0 - timedelta(seconds=1), pipeline_id="earlier"))  # outside
+    assert sink.flush_now() == 4
+    t = metering_table
+    window = sa.select(t.c.pipeline_id).where(t.c.timestamp >= T0, t.c.timestamp < T0 + timedelta(hours=1))
+    with store.engine.connect() as conn:
+        assert sorted(conn.scalars(window)) == ["chat", "rag"]
 
 
 def test_record_without_a_writer_keeps_the_bound(tmp_path):

@@ -2,7 +2,12 @@
 
 import pytest
 
-from compoundry.gateway.modes import EXTERNAL, REPLICAS, DedicatedState, choose_backend
+from compoundry.core.routing.modes import (
+    EXTERNAL,
+    REPLICAS,
+    DedicatedState,
+    choose_backend,
+)
 
 HEALTHY = DedicatedState(ready_replicas=2, in_flight=3, threshold_per_replica=2, breaker_open=False)
 

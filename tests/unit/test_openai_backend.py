@@ -7,9 +7,9 @@ import httpx
 import pytest
 
 from compoundry.config.models import OpenAIEndpoint
-from compoundry.gateway.backends import ReplicaClient
 from compoundry.gateway.errors import ComponentFailed
 from compoundry.gateway.external import OpenAIBackend
+from compoundry.gateway.replica_client import ReplicaClient
 
 
 def backend(answer: dict, seen: list | None = None) -> OpenAIBackend:

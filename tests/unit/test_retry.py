@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from compoundry.gateway.retry import RETRYABLE, ErrorKind, should_retry
+from compoundry.core.routing.retry import RETRYABLE, ErrorKind, should_retry
 
 OK = dict(idempotent=True, attempt=1, max_attempts=2, remaining_deadline_s=5.0, expected_call_s=1.0)
 

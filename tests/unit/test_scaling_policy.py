@@ -6,7 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compoundry.scaling.policy import Bounds, Load, ReplicaPolicy, needed_replicas
+from compoundry.core.autoscaling.replica_policy import (
+    Bounds,
+    Load,
+    ReplicaPolicy,
+    needed_replicas,
+)
 
 
 @pytest.mark.parametrize("load, target, expected", [

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from compoundry.config.models import Pipeline
-from compoundry.scaling.warmup import first_request_delay
+from compoundry.core.autoscaling.warmup_plans import first_request_delay
 from compoundry.sim import analyses
 from compoundry.sim.engine import simulate
 from compoundry.sim.policies import POLICIES, build_plan, check_policies

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from compoundry.cli import app
-from compoundry.metering import MeteringRecord
+from compoundry.core.costs.records import MeteringRecord
 from compoundry.sim.trace_io import TraceError, read_trace, replay_metering
 from compoundry.sim.traffic import amplify
 

@@ -2,7 +2,7 @@
 
 The simulator runs a varying trace; every input it gives the policy (completed
 calls, in flight, queued, replicas running, the time) is recorded and fed to
-the real ``Autoscaler`` (a recording target, a fake dispatcher and clock), whose
+the real ``Autoscaler`` (a recording target, a fake load board and clock), whose
 decisions must be the simulator's, tick for tick.
 """
 
@@ -15,12 +15,12 @@ import numpy as np
 
 import compoundry.sim.engine as engine
 from compoundry.config.models import Pipeline
+from compoundry.core.autoscaling.replica_policy import CompletionWindow
+from compoundry.core.routing.route_view import RouteView
 from compoundry.scaling.autoscaler import Autoscaler
-from compoundry.scaling.policy import CompletionWindow
 from compoundry.sim.policies import build_plan
 from compoundry.sim.scenario import study_scenario
-from compoundry.store.store import RouteView
-from tests.unit.test_capacity import NoCapacity, RecordingTarget
+from tests.fakes import NoCapacity, RecordingTarget
 
 NAME, DEPLOYMENT = "dialogue-llm", "dialogue-llm-v1"
 
@@ -68,12 +68,12 @@ def test_the_live_autoscaler_decides_what_the_simulator_decided(monkeypatch):
         return True
 
     routes.refresh = refresh
-    dispatcher = SimpleNamespace(load_of=lambda c, d: load[0])
+    board = SimpleNamespace(load_of=lambda c, d: load[0])
     config = SimpleNamespace(components={NAME: component}, pipelines={})
     settings = SimpleNamespace(tick_s=scenario.tick_s, window_s=scenario.window_s, up_stabilization_s=0.0,
                                down_stabilization_s=scenario.down_stabilization_s)
     target = RecordingTarget()
-    scaler = Autoscaler(routes, dispatcher, lambda: config, target, NoCapacity(), settings, clock=lambda: now[0])
+    scaler = Autoscaler(routes, board, lambda: config, target, NoCapacity(), settings, clock=lambda: now[0])
 
     async def replay():
         target.live[DEPLOYMENT] = 1

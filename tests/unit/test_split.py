@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compoundry.config.models import Experiment
-from compoundry.gateway.split import (
+from compoundry.core.routing.split import (
     BUCKETS,
     Route,
     SplitPlan,
@@ -80,7 +80,7 @@ def test_sticky_across_fresh_plans(variants, experiment, key):
 
 
 def test_same_buckets_in_another_process_with_another_hash_seed():
-    code = ("from compoundry.gateway.split import bucket; "
+    code = ("from compoundry.core.routing.split import bucket; "
             "print(','.join(str(bucket('exp', f'k{i}')) for i in range(200)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONHASHSEED": "12345", "PYTHONPATH": "."}).stdout.strip()

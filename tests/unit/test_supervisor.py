@@ -11,14 +11,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from compoundry.platform.services import PostStartHook, ServiceSpec, platform_services
+from compoundry.host.processes import log_tail, process_identity
+from compoundry.platform.post_start import POST_START_HOOKS, PostStartHook
+from compoundry.platform.services import ServiceSpec, platform_services
 from compoundry.platform.supervisor import (
     PlatformError,
     Supervisor,
     cmdline_matches,
-    log_tail,
     pid_is_stale,
-    process_identity,
     start_levels,
 )
 
@@ -56,7 +56,7 @@ def test_unknown_service_is_a_clear_error():
 
 
 def test_real_specs_have_the_documented_order(tmp_path, monkeypatch):
-    from compoundry.settings import PlatformSettings
+    from compoundry.config.settings import PlatformSettings
 
     monkeypatch.setenv("COMPOUNDRY_STATE_DIR", str(tmp_path))
     specs = platform_services(PlatformSettings.load())
@@ -76,8 +76,8 @@ def test_real_specs_have_the_documented_order(tmp_path, monkeypatch):
 @pytest.mark.parametrize("expected, cmdline, matches", [
     # console scripts run as `python <script> ...`
     ((f"{VENV}/mlflow", "server", "--host"), [f"{VENV}/python3.11", f"{VENV}/mlflow", "server", "--host", "x"], True),
-    ((f"{VENV}/python", "-m", "flows.serve"), [f"{VENV}/python3.11", "-m", "flows.serve"], True),
-    ((f"{VENV}/python", "-m", "flows.serve"), [f"{VENV}/python", "-m", "compoundry.gateway.server"], False),
+    ((f"{VENV}/python", "-m", "compoundry.flows.serve"), [f"{VENV}/python3.11", "-m", "compoundry.flows.serve"], True),
+    ((f"{VENV}/python", "-m", "compoundry.flows.serve"), [f"{VENV}/python", "-m", "compoundry.platform.gateway_process"], False),
     ((f"{VENV}/mlflow", "server"), [f"{VENV}/python3.11", f"{VENV}/prefect", "server", "start"], False),
     ((f"{VENV}/mlflow", "server"), ["/usr/sbin/sshd", "-D"], False),
 ])
@@ -167,13 +167,17 @@ def test_a_service_that_exits_fails_up_with_its_log_tail(tmp_path):
     assert not supervisor.pid_file("svc").exists()
 
 
-def test_post_start_hooks_missing_modules_are_skipped_and_errors_reported(tmp_path, monkeypatch):
-    module = tmp_path / "broken_hook_mod.py"
-    module.write_text("def ensure(settings):\n    raise RuntimeError('mlflow said no')\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    hooks = (PostStartHook("no_such_module_xyz", "ensure", ("svc",), "missing"),
-             PostStartHook("broken_hook_mod", "ensure", ("svc",), "broken"),
-             PostStartHook("broken_hook_mod", "ensure", ("other",), "not selected"))
+def test_post_start_hooks_run_in_order_skip_when_disabled_and_report_errors(tmp_path):
+    ran = []
+
+    def broken(settings):
+        raise RuntimeError("mlflow said no")
+
+    hooks = (PostStartHook(lambda settings: ran.append("first"), ("svc",), "first"),
+             PostStartHook(broken, ("svc",), "broken"),
+             PostStartHook(lambda settings: ran.append("off"), ("svc",), "disabled", enabled=lambda settings: False),
+             PostStartHook(lambda settings: ran.append("after"), ("svc",), "after the failure"),
+             PostStartHook(lambda settings: ran.append("other"), ("other",), "not selected"))
     events = []
     supervisor = Supervisor(settings_in(tmp_path), specs={"svc": spec("svc", argv=SLEEPER)}, hooks=hooks)
     try:
@@ -181,8 +185,15 @@ def test_post_start_hooks_missing_modules_are_skipped_and_errors_reported(tmp_pa
             supervisor.up(progress=lambda name, event, detail: events.append((name, event)))
     finally:
         supervisor.down()
-    assert ("missing", "hook-skipped") in events and ("broken", "hook-failed") in events
+    assert ran == ["first", "after"]  # a failure does not stop the steps after it
+    assert ("broken", "hook-failed") in events and ("disabled", "hook-skipped") in events
     assert not any(name == "not selected" for name, _ in events)
+
+
+def test_the_platform_post_start_hooks_are_functions_not_module_names():
+    """A broken import fails at start-up, loudly; it never silently skips a step of `compoundry up`."""
+    assert [h.title for h in POST_START_HOOKS] == ["local admin API key", "MLflow webhook", "restore routed replicas"]
+    assert all(callable(h.run) for h in POST_START_HOOKS)
 
 
 # --- CLI conventions --------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 import pytest
 
-from compoundry.gateway.templating import TemplateError, parse_path, render
+from compoundry.core.templating import TemplateError, parse_path, render
 
 CONTEXT = {
     "request": {"question": "where is order 42?", "n": 3, "tags": ["a", "b"], "user": {"id": "u-1"}},

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from compoundry.trust.masking import (
+from compoundry.core.trust.masking import (
     ALL_KINDS,
     TOKENS,
     Masker,

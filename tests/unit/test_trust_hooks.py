@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from compoundry.trust.filters import BlockedTermsFilter, normalise
-from compoundry.trust.hooks import (
+from compoundry.core.trust.filters import BlockedTermsFilter, normalise
+from compoundry.core.trust.hooks import (
     BLOCKED_CONTENT,
     HookOutcome,
     TrustSettings,

@@ -1,10 +1,10 @@
-"""compoundry.gateway.variants: which variant answers and which route that is (pure, no I/O)."""
+"""compoundry.core.routing.variants: which variant answers and which route that is (pure, no I/O)."""
 
 from types import SimpleNamespace as NS
 
-from compoundry.gateway.split import SplitPlan
-from compoundry.gateway.variants import NO_EXPERIMENT, VariantRouter
-from compoundry.store import ReplicaView, RouteView
+from compoundry.core.routing.route_view import ReplicaView, RouteView
+from compoundry.core.routing.split import SplitPlan
+from compoundry.core.routing.variants import NO_EXPERIMENT, VariantRouter
 
 
 def experiment(shadow=None, challenger_weight=50, **challenger):

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compoundry.config.models import Component, Pipeline
-from compoundry.scaling.warmup import (
+from compoundry.core.autoscaling.warmup_plans import (
     downstream_components,
     first_request_delay,
     prewarm_targets,

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from registry.webhooks import WebhookRejected, sign, verify_delivery
+from compoundry.registry.webhooks import WebhookRejected, sign, verify_delivery
 
 SECRET = "s3cret"
 NOW = 1_800_000_000.0

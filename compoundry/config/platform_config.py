@@ -1,0 +1,97 @@
+"""The schema of ``configs/platform.yaml``: ports, state folder, targets, gateway and autoscaler policy.
+
+The resolved values every process uses (environment overrides applied, paths
+made absolute) are :class:`compoundry.config.settings.PlatformSettings`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt, model_validator
+
+from compoundry.config.base import Strict
+
+
+class Ports(Strict):
+    mlflow: PositiveInt = 5000
+    prefect: PositiveInt = 4200
+    gateway: PositiveInt = 8000
+
+
+class PortRange(Strict):
+    start: PositiveInt = 9100
+    end: PositiveInt = 9299
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "PortRange":
+        if self.end < self.start:
+            raise ValueError("end must be >= start")
+        return self
+
+
+class RegistrySettings(Strict):
+    webhooks: bool = True
+    webhook_tolerance_s: PositiveInt = Field(300, description="max age of a signed webhook delivery")
+
+
+class ColdStartHold(Strict):
+    """How long a request may be held for a replica to become ready, by latency class."""
+
+    interactive: float = Field(10.0, gt=0, description="seconds an interactive request waits for a cold start")
+    batch: float = Field(600.0, gt=0, description="seconds a batch request waits for a cold start")
+
+
+class GatewaySettings(Strict):
+    """The Prediction Service's request-path policy (the per-component knobs live in components.yaml)."""
+
+    cold_start_hold_s: ColdStartHold = ColdStartHold()
+    max_attempts: int = Field(2, ge=1, le=5, description="tries per call; retries only transport failures "
+                                                          "on another replica")
+    replica_concurrency: int | None = Field(None, ge=1, description="in-flight requests per replica; "
+                                                                    "null: unlimited")
+    queue_capacity: int = Field(256, ge=1, description="requests that may wait per component lane")
+    shadow_max_in_flight: int = Field(64, ge=0, description="mirrored (shadow) calls in flight per gateway; "
+                                                            "beyond this a mirror is skipped, never queued")
+    auth_required: bool = Field(True, description="API keys on every prediction and control route")
+    blocked_terms: dict[str, list[str]] = Field(default_factory=dict, description="category -> terms, for the "
+                                                "block_terms trust hook")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
+
+
+class AutoscalerSettings(Strict):
+    """The gateway's autoscaler loop (the per-component bounds live in components.yaml ``scaling``)."""
+
+    enabled: bool = Field(True, description="scale replicas on load, from zero on demand, to zero when idle; "
+                                            "run it in one gateway only")
+    tick_s: float = Field(1.0, gt=0, description="how often each deployment's replica count is decided")
+    window_s: float = Field(10.0, gt=0, description="arrival rate and latency are measured over this window")
+    up_stabilization_s: float = Field(0.0, ge=0, description="a scale-up needs its recommendation held this long")
+    down_stabilization_s: float = Field(30.0, ge=0, description="a scale-down waits until no higher "
+                                                                "recommendation was made for this long")
+
+
+class KubernetesTargetSettings(Strict):
+    namespace: str = Field("compoundry", description="namespace the rendered objects go to")
+
+
+class BentoCloudTargetSettings(Strict):
+    cluster: str | None = Field(None, description="BentoCloud cluster; null: the account's default")
+
+
+class PlatformConfig(Strict):
+    """The schema of ``configs/platform.yaml``."""
+
+    host: str = "127.0.0.1"
+    state_dir: str = Field(".compoundry", description="relative to the repository root unless absolute")
+    ports: Ports = Ports()
+    replica_ports: PortRange = PortRange()
+    target: Literal["local", "kubernetes", "bentocloud"] = Field(
+        "local", description="where replicas run; only local is run end to end here (docs/targets.md)")
+    kubernetes: KubernetesTargetSettings = KubernetesTargetSettings()
+    bentocloud: BentoCloudTargetSettings = BentoCloudTargetSettings()
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite under state_dir")
+    registry: RegistrySettings = RegistrySettings()
+    route_refresh_s: float = Field(0.5, gt=0, description="how often gateways re-read routes")
+    gateway: GatewaySettings = GatewaySettings()
+    autoscaler: AutoscalerSettings = AutoscalerSettings()

@@ -1,0 +1,132 @@
+"""Which registry changes lead to a deploy: pure decisions over plain data.
+
+Both paths that observe MLflow (the webhook receiver and the `registry-poll`
+flow) turn what they saw into `DeployRequest`s here, then claim each request's
+key in the platform database: whichever path claims first deploys, the other
+does nothing. That is how "a version is deployed once" holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+#: Tags the platform reads on a model version ("deployment metadata").
+TAG_COMPONENT = "compoundry.component"  # which component this version is for (default: by model name)
+TAG_DEPLOY = "compoundry.deploy"  # "false" registers without deploying
+
+
+@dataclass(frozen=True)
+class WatchedComponent:
+    """A component as the registry watchers (webhook, poll) see it: the model and aliases it follows."""
+
+    name: str
+    model: str
+    alias: str
+    variant_aliases: tuple[tuple[str, str], ...] = ()  # (variant, alias) of its enabled experiment's own variants
+
+
+def watched_components(config) -> list[WatchedComponent]:
+    """Every component, with the aliases its enabled experiment routes to variants."""
+    variant_aliases: dict[str, list[tuple[str, str]]] = {}
+    for experiment in config.experiments.values():
+        if experiment.enabled:
+            serving = config.components[experiment.component].alias
+            variant_aliases.setdefault(experiment.component, []).extend(
+                (v.name, v.alias) for v in experiment.variants if v.alias is not None and v.alias != serving)
+    return [WatchedComponent(name, c.model, c.alias, tuple(variant_aliases.get(name, ())))
+            for name, c in config.components.items()]
+
+
+def variant_versions(routes: Mapping) -> dict[tuple[str, str], str]:
+    """``(component, variant) -> model version`` of the variant routes in a route table."""
+    return {(name, v.variant): v.model_version for name, route in routes.items() for v in route.variants}
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    component: str
+    model_name: str
+    version: str
+    reason: str        # the claim key besides (model, version): "version", "alias:<alias>:from:<v>", "variant:..."
+    source: str        # webhook | poll | cli
+    variant: str | None = None  # deploy as this experiment variant's route, not the component's serving route
+
+    @property
+    def parameters(self) -> dict[str, str]:
+        params = {"model_name": self.model_name, "version": self.version, "component": self.component,
+                  "source": self.source}
+        return params | ({"variant": self.variant} if self.variant else {})
+
+
+def components_for(model_name: str, tags: Mapping[str, str], components: list[WatchedComponent]) -> list[WatchedComponent]:
+    """Components served by this model: the version's component tag wins over the model name."""
+    tagged = tags.get(TAG_COMPONENT)
+    if tagged:
+        return [c for c in components if c.name == tagged and c.model == model_name]
+    return [c for c in components if c.model == model_name]
+
+
+def on_version_created(model_name: str, version: str, tags: Mapping[str, str],
+                       components: list[WatchedComponent], source: str) -> list[DeployRequest]:
+    """A new version is deployed (and becomes the component's alias) unless tagged not to."""
+    if str(tags.get(TAG_DEPLOY, "true")).lower() == "false":
+        return []
+    return [DeployRequest(c.name, model_name, str(version), "version", source)
+            for c in components_for(model_name, tags, components)]
+
+
+def on_alias_set(model_name: str, alias: str, version: str, components: list[WatchedComponent],
+                 routed_versions: Mapping[str, str], source: str,
+                 variant_routed: Mapping[tuple[str, str], str] | None = None) -> list[DeployRequest]:
+    """Moving a component's serving alias to a version it does not serve redeploys it; moving an alias
+    that an enabled experiment's variant follows (``challenger``) deploys that version as the variant's route.
+
+    The deploy flow itself sets the alias after switching the route, so its
+    own alias event finds the version already routed and is ignored.
+    """
+    requests = []
+    for c in components:
+        if c.model != model_name:
+            continue
+        if c.alias == alias:
+            current = routed_versions.get(c.name)
+            if current != str(version):
+                requests.append(DeployRequest(c.name, model_name, str(version), f"alias:{alias}:from:{current}",
+                                              source))
+        for variant, variant_alias in c.variant_aliases:
+            current = (variant_routed or {}).get((c.name, variant))
+            if variant_alias == alias and current != str(version):
+                requests.append(DeployRequest(c.name, model_name, str(version),
+                                              f"variant:{variant}:alias:{alias}:from:{current}", source, variant))
+    return requests
+
+
+def on_poll(model_name: str, latest_version: str | None, latest_tags: Mapping[str, str],
+            alias_version: str | None, alias: str, components: list[WatchedComponent],
+            routed_versions: Mapping[str, str],
+            variant_routed: Mapping[tuple[str, str], str] | None = None) -> list[DeployRequest]:
+    """What the poller would have heard by webhook: the newest version, and the alias position."""
+    requests: list[DeployRequest] = []
+    if latest_version is not None:
+        newer = [c for c in components_for(model_name, latest_tags, components)
+                 if _newer(latest_version, routed_versions.get(c.name))]
+        requests += [r for r in on_version_created(model_name, latest_version, latest_tags, newer, "poll")]
+    if alias_version is not None:
+        requests += on_alias_set(model_name, alias, alias_version, components, routed_versions, "poll",
+                                 variant_routed)
+    return _unique(requests)
+
+
+def _newer(version: str, routed: str | None) -> bool:
+    return routed is None or int(version) > int(routed)
+
+
+def _unique(requests: list[DeployRequest]) -> list[DeployRequest]:
+    seen, out = set(), []
+    for r in requests:
+        key = (r.component, r.model_name, r.version, r.variant)
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out

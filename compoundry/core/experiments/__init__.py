@@ -1,0 +1,1 @@
+"""A/B experiments: two-sample statistics, the decision, which variants to deploy, the evaluation artifact."""

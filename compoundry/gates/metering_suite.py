@@ -1,0 +1,76 @@
+"""The metering gate's expectation suites: what metering rows and replica lifetimes must satisfy
+before a cost report may use them (issue 5, item 3b).
+
+Each rule says why in its ``description`` (shown in the gate's artifact). The
+suites are GE expectation objects, run by :func:`compoundry.gates.validate_frame`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import pandas as pd
+
+from compoundry.core.costs.records import MODES
+
+LATENCY_CLASSES = ("interactive", "batch")
+OUTCOME_PATTERN = r"^(?:ok|fallback|shed|error:.+)$"
+TERMINAL = ("stopped", "failed")
+
+
+def metering_expectations(components: Iterable[str], since: datetime, until: datetime) -> list:
+    """Rules for ``metering_records`` rows of ``[since, until)``; ``components`` are the priced ones."""
+    import great_expectations.expectations as gxe
+    from great_expectations.expectations.row_conditions import Column
+
+    known = sorted(components)
+    durations = [gxe.ExpectColumnValuesToBeBetween(
+        column=c, min_value=0, description=f"{c} is a duration: a negative one is a clock or metering bug")
+        for c in ("queue_ms", "cold_start_ms", "compute_ms")]
+    counts = [gxe.ExpectColumnValuesToBeBetween(
+        column=c, min_value=0, description=f"{c} is a count or a price: never negative")
+        for c in ("prompt_tokens", "completion_tokens", "cost")]
+    return [
+        gxe.ExpectColumnValuesToNotBeNull(
+            column="pipeline_id", description="cost is attributed per pipeline; '' marks a direct call, null is a bug"),
+        gxe.ExpectColumnValueLengthsToBeBetween(
+            column="pipeline_id", min_value=1, row_condition=Column("step").is_not_null(),
+            description="a call made for a pipeline step must carry its pipeline id"),
+        *durations, *counts,
+        gxe.ExpectColumnValuesToBeInSet(
+            column="component", value_set=known,
+            description="only components in components.yaml have prices; an unknown one cannot be costed"),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="mode", value_set=list(MODES), description="the mode decides the tariff"),
+        gxe.ExpectColumnValuesToBeInSet(column="latency_class", value_set=list(LATENCY_CLASSES),
+                                        description="interactive or batch"),
+        gxe.ExpectColumnValuesToMatchRegex(column="outcome", regex=OUTCOME_PATTERN,
+                                           description="ok, fallback, shed or error:<code>"),
+        gxe.ExpectColumnValuesToNotBeNull(column="timestamp", description="every call has a time"),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="timestamp", min_value=pd.Timestamp(since), max_value=pd.Timestamp(until),
+            description="calls inside the report window and not in the future (a skewed clock or a "
+                        "timezone bug puts rows where they do not belong)"),
+        gxe.ExpectColumnValuesToNotBeNull(column="deployment_id", description="replica cost is shared per deployment"),
+    ]
+
+
+def replica_expectations(components: Iterable[str]) -> list:
+    """Rules for the replica lifetimes a report bills (replicas joined with their deployment's component)."""
+    import great_expectations.expectations as gxe
+    from great_expectations.expectations.row_conditions import Column
+
+    return [
+        gxe.ExpectColumnValuesToBeInSet(
+            column="component", value_set=sorted(components),
+            description="only components in components.yaml have a replica_hour price"),
+        gxe.ExpectColumnValuesToNotBeNull(column="started_at", description="a lifetime needs its start"),
+        gxe.ExpectColumnValuesToNotBeNull(
+            column="stopped_at", row_condition=Column("status").is_in(list(TERMINAL)),
+            description="a stopped replica must say when it stopped, or its cost is unknown "
+                        "(rows from before the stopped_at column: see docs/cost-reports.md)"),
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="stopped_at", column_B="started_at", or_equal=True, ignore_row_if="either_value_is_missing",
+            description="a replica cannot stop before it started"),
+    ]

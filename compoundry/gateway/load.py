@@ -1,0 +1,67 @@
+"""What this gateway process has in flight: a balancer per deployment and a priority lane per component.
+
+The dispatcher takes slots from here on every call; the autoscaler reads the
+same counts as each deployment's load, metrics read them at scrape time, and a
+scale-down drains a replica by waiting for its count to reach zero. The state
+is per process: several gateway processes each hold their own (the replica
+concurrency limit and the lanes then apply per process).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable
+
+from compoundry.core.routing.balancer import Balancer
+from compoundry.core.routing.lanes import Lane
+
+
+class LoadBoard:
+    def __init__(self, replica_concurrency: int | None = None, queue_capacity: int = 256,
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None):
+        """``replica_concurrency``: in-flight calls per replica (None: unlimited); ``queue_capacity``: per lane."""
+        self.replica_concurrency = replica_concurrency
+        self.queue_capacity = queue_capacity
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._balancers: dict[str, Balancer] = {}
+        self._lanes: dict[str, Lane] = {}
+
+    def balancer(self, deployment_id: str) -> Balancer:
+        """The deployment's balancer over its replicas (made on first use)."""
+        balancer = self._balancers.get(deployment_id)
+        if balancer is None:
+            balancer = self._balancers[deployment_id] = Balancer(self.rng, self.replica_concurrency)
+        return balancer
+
+    def lane(self, component: str, concurrency: int) -> Lane:
+        """The component's priority lane, resized to ``concurrency`` calls in flight when that changed."""
+        lane = self._lanes.get(component)
+        if lane is None:
+            lane = self._lanes[component] = Lane(concurrency=concurrency, capacity=self.queue_capacity,
+                                                 clock=self.clock)
+        elif lane.queue.concurrency != concurrency:
+            lane.resize(concurrency)
+        return lane
+
+    # --- reads (autoscaler, metrics, drains, modes) --------------------------------------
+    def in_flight(self, deployment_id: str, urls: Iterable[str] | None = None) -> int:
+        """Calls in flight on the deployment (only on ``urls`` when given)."""
+        balancer = self._balancers.get(deployment_id)
+        if balancer is None:
+            return 0
+        return balancer.total_outstanding() if urls is None else sum(balancer.outstanding(u) for u in urls)
+
+    def queued(self, component: str) -> int:
+        """Calls waiting in the component's lane."""
+        lane = self._lanes.get(component)
+        return len(lane.queue) if lane is not None else 0
+
+    def load_of(self, component: str, deployment_id: str) -> tuple[int, int]:
+        """``(in flight, queued)``: the deployment's own load, as the autoscaler's policy takes it."""
+        return self.in_flight(deployment_id), self.queued(component)
+
+    def outstanding_on(self, url: str) -> int:
+        """Calls in flight on one replica (a scale-down drains it to zero before stopping it)."""
+        return sum(b.outstanding(url) for b in list(self._balancers.values()))

@@ -1,0 +1,98 @@
+"""The gateway process: ``python -m compoundry.platform.gateway_process``.
+
+The composition root of the Prediction Service: reads the same settings and
+configs as every other platform process, opens the platform database
+(creating its tables if this is a fresh state dir), builds the app with the
+control API and the autoscaler, and serves it with uvicorn. A bad config is
+printed as ``file:line`` issues and exits with status 2, before anything listens.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import sys
+from dataclasses import replace
+
+import uvicorn
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from compoundry.config.loader import ConfigError, load_config
+from compoundry.config.settings import PlatformSettings
+from compoundry.control.api import router as control_router
+from compoundry.gateway.app import GatewayParts, create_app
+from compoundry.scaling.autoscaler_factory import build_autoscaler
+from compoundry.store import PlatformStore
+
+
+def _configure_tracing() -> None:
+    """Export the pipeline/step spans when an OTLP endpoint is configured and the exporter is installed.
+
+    Optional by design: without ``OTEL_EXPORTER_OTLP_ENDPOINT`` the spans are no-ops and cost nothing.
+    The exporter is an optional extra: asked for without it installed, this says what to install.
+    """
+    if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter,
+        )
+    except ImportError:
+        logging.getLogger(__name__).warning(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set but the OTLP exporter is not installed, so no traces are sent: "
+            "pip install opentelemetry-exporter-otlp-proto-http")
+        return
+    provider = TracerProvider(resource=Resource.create({"service.name": "compoundry-gateway"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
+def _tune_gc() -> None:
+    """Fewer young-generation collections on the request path (docs/decisions/0013-gateway-hot-path.md).
+
+    Each call allocates a few hundred short-lived objects, so the default threshold (700) runs a
+    collection every couple of calls; everything imported and built at startup is frozen out of
+    the collector's scans.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
+
+
+def build_gateway(settings, config, store):
+    """The gateway process's app: the Prediction Service, the control API, and the autoscaler over the same
+    route table and load board."""
+    parts = GatewayParts.build(settings, config, store, routers=(control_router,))
+    scaler = build_autoscaler(settings, store, parts.routes, parts.load, lambda: parts.config.current)
+    return create_app(replace(parts, scaler=scaler))
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per replica call is noise, and costs time
+    try:
+        settings = PlatformSettings.load()
+        config = load_config(settings.config_dir)
+    except ConfigError as exc:
+        print(f"invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    _configure_tracing()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    store = PlatformStore(settings.database_url)
+    store.create_schema()
+    app = build_gateway(settings, config, store)
+    _tune_gc()
+    try:  # loop/http "auto" pick uvloop and httptools (declared dependencies) when importable
+        uvicorn.run(app, host=settings.bind_host, port=settings.gateway_port, log_level="warning",
+                    access_log=False, loop="auto", http="auto")
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Where replicas of a deployment run: local processes, Kubernetes/Knative, BentoCloud; one protocol."""

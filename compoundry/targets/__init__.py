@@ -1,1 +1,0 @@
-"""Deployment targets: where replicas of a deployment run."""

@@ -1,0 +1,109 @@
+"""The Prediction Service's edge: API keys, scopes, revocation, body limits, crashes without tracebacks.
+
+A real gateway process over real HTTP, routed to a stub replica; the crash
+test builds the app in-process from its parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from compoundry.config.loader import load_config
+from compoundry.config.settings import PlatformSettings
+from compoundry.gateway.app import GatewayParts, create_app
+from compoundry.store import PlatformStore
+from compoundry.store.api_key_store import ApiKeys
+from tests.integration.gateway_fixture import route, running_gateway, wait_for
+
+pytestmark = pytest.mark.integration
+
+COMPONENTS = """
+components:
+  echo: {model: m-echo, engine: pyfunc}
+"""
+
+
+def CONFIGS(stubs) -> dict[str, str]:  # noqa: N802 - reads like the constant it stands for
+    return {"components": COMPONENTS}
+
+
+def seed(store: PlatformStore, stubs) -> None:
+    route(store, "echo", [stubs["a"].url])
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory, stubs):
+    with running_gateway(tmp_path_factory.mktemp("gateway"), CONFIGS(stubs), lambda store: seed(store, stubs)) as gw:
+        yield gw
+
+
+@pytest.fixture
+def gateway(gw):
+    return gw.client
+
+
+def test_keys_scopes_and_revocation(gateway, gw):
+    store = gw.store
+    url = "/v1/components/echo"
+    anonymous = httpx.post(f"{gateway.base_url}{url}", json={"inputs": {}})
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "unauthorized"
+    assert anonymous.headers["www-authenticate"].startswith("Bearer")
+    wrong = gateway.post(url, json={"inputs": {}}, headers={"Authorization": "Bearer ck_nope_nope"})
+    assert wrong.status_code == 401
+    app_key = {"Authorization": f"Bearer {gw.keys['invoke']}"}
+    assert gateway.post(url, json={"inputs": {}}, headers=app_key).status_code == 200
+    assert gateway.post(url, json={"inputs": {}}, headers={"X-Api-Key": gw.keys["invoke"],
+                                                           "Authorization": ""}).status_code == 200
+    forbidden = gateway.get("/control/deployments", headers=app_key)
+    assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "forbidden"
+    assert gateway.get("/control/deployments").status_code == 200  # the admin key
+    assert httpx.get(f"{gateway.base_url}/healthz").status_code == 200  # probes stay open
+    doomed_id, doomed = ApiKeys(store).create("acme", ["invoke"], name="revoked in this test")
+    wait_for(lambda: gateway.post(url, json={"inputs": {}}, headers={"Authorization": f"Bearer {doomed}"}).status_code
+             == 200, timeout_s=5, what="the new key to be accepted")
+    doomed_key = {"Authorization": f"Bearer {doomed}"}
+    assert gateway.post(url, json={"inputs": {}}, headers=doomed_key).status_code == 200
+    assert ApiKeys(store).revoke(doomed_id)
+    wait_for(lambda: gateway.post(url, json={"inputs": {}}, headers=doomed_key).status_code == 401,
+             timeout_s=5, what="the revoked key to be refused")
+
+
+def test_an_oversized_body_is_a_413(gateway):
+    big = {"inputs": {"text": "x" * (4 * 1024 * 1024 + 10)}}
+    response = gateway.post("/v1/components/echo", json=big)
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+
+    def chunks():  # no Content-Length: refused while reading
+        yield b'{"inputs": {"text": "'
+        for _ in range(5):
+            yield b"y" * (1024 * 1024)
+        yield b'"}}'
+    streamed = gateway.post("/v1/components/echo", content=chunks(), headers={"Content-Type": "application/json"})
+    assert streamed.status_code == 413 and streamed.json()["error"]["code"] == "payload_too_large"
+
+
+def test_an_unexpected_exception_is_a_json_500_without_traceback(tmp_path, caplog):
+    """In process (no lifespan needed): a handler that crashes."""
+    (tmp_path / "components.yaml").write_text(COMPONENTS)
+    (tmp_path / "platform.yaml").write_text("gateway: {auth_required: false}\n")
+    settings = PlatformSettings.load(tmp_path)
+    store = PlatformStore(f"sqlite:///{tmp_path / 'p.db'}")
+    app = create_app(GatewayParts.build(settings, load_config(tmp_path), store))
+
+    @app.get("/boom")
+    async def boom():
+        raise RuntimeError("secret internals")
+
+    async def get():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            return await client.get("/boom", headers={"X-Request-Id": "r-1"})
+
+    response = asyncio.run(get())
+    assert response.status_code == 500 and response.headers["x-request-id"] == "r-1"
+    assert response.json() == {"error": {"code": "internal_error", "message": "internal error; see the gateway log",
+                                         "request_id": "r-1"}}
+    assert "secret internals" in caplog.text  # logged server-side only
