@@ -48,9 +48,15 @@ def resolve_version(tracking_uri: str, model_name: str, version: str) -> ModelVe
     return ModelStore(tracking_uri).get(model_name, version)
 
 
-@task(cache_policy=NO_CACHE, task_run_name="check signature of {info.name} v{info.version}")
-def check_signature(info: ModelVersionInfo, engine: str) -> str:
-    """pyfunc Bentos hand JSON to `predict`: without a signature the schema is unknown."""
+@task(cache_policy=NO_CACHE, task_run_name="check that {info.name} v{info.version} loads")
+def check_model(tracking_uri: str, info: ModelVersionInfo, engine: str) -> str:
+    """The version must load the way its replicas load it (``models:/<name>/<version>``), and a pyfunc model
+    needs a signature: its Bento hands JSON to ``predict``. Fails here, before anything is built."""
+    if "MLmodel" not in ModelStore(tracking_uri).root_files(info):
+        raise DeployError(
+            f"{info.name} v{info.version} cannot be loaded: {info.uri} (source {info.source}) has no MLmodel at its "
+            "root. Register the logged model itself: the models:/m-... URI that log_model returned, or "
+            "`compoundry register NAME runs:/<run>/<name>`, which resolves to it")
     signature = get_model_info(info.uri).signature
     if signature is None and engine == "pyfunc":
         raise DeployError(f"{info.name} v{info.version} has no model signature; log it with one (engine pyfunc)")
@@ -160,7 +166,7 @@ def deploy_model_version(model_name: str, version: str, component: str | None = 
     started = time.monotonic()
 
     info = resolve_version(settings.mlflow_url, model_name, str(version))
-    signature = check_signature(info, comp.engine)
+    signature = check_model(settings.mlflow_url, info, comp.engine)
     gate = evaluation_gate(settings.mlflow_url, info, component, comp.evaluation)
     labels = {"component": component, "model": model_name, "version": str(version)}
     bento_tag = build(comp.engine, labels, str(settings.bentoml_home))

@@ -23,6 +23,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from compoundry.config.loader import load_config
+from compoundry.config.models import Config
+from compoundry.config.settings import PlatformSettings
 from compoundry.core.api_keys import KeyRing
 from compoundry.core.routing.variants import ActiveExperiments
 from compoundry.gateway.calls import CallContext, CallRecord, context_from_request
@@ -50,6 +52,7 @@ from compoundry.gateway.replica_client import ReplicaClient
 from compoundry.gateway.security import Security
 from compoundry.gateway.trust_layer import TrustLayer
 from compoundry.metering import MeteringSink
+from compoundry.store import PlatformStore
 from compoundry.store.api_key_store import ApiKeys
 from compoundry.store.experiment_runs import ExperimentStore
 from compoundry.store.refresh import Refresher, RouteTable
@@ -178,9 +181,9 @@ class GatewayParts:
     replica client, and serves the app in-process.
     """
 
-    settings: Any  # PlatformSettings
+    settings: PlatformSettings
     config: LiveConfig
-    store: Any  # PlatformStore: read by the background refreshers, written by the metering sink
+    store: PlatformStore  # read by the background refreshers, written by the metering sink
     routes: RouteTable
     load: LoadBoard
     replica_client: Any  # ReplicaClient or anything with its invoke/post/stream/aclose
@@ -189,17 +192,18 @@ class GatewayParts:
     routers: tuple[APIRouter, ...] = ()  # mounted beside the prediction routes (the control API)
 
     @classmethod
-    def build(cls, settings, config, store, **overrides) -> "GatewayParts":
-        """The default parts for ``settings``; ``overrides`` (by field name) replace any of them."""
+    def build(cls, settings: PlatformSettings, config: Config, store: PlatformStore, **given) -> "GatewayParts":
+        """The default parts for ``settings``; a part ``given`` by its field name is used instead."""
         gateway = settings.config.gateway
-        parts = {
-            "config": LiveConfig(config),
-            "routes": RouteTable(store.routes, refresh_s=settings.config.route_refresh_s),
-            "load": LoadBoard(gateway.replica_concurrency, gateway.queue_capacity, clock=time.perf_counter),
-            "replica_client": ReplicaClient(),
-            "metering_sink": MeteringSink(store.engine, start=False),
+        defaults = {
+            "config": lambda: LiveConfig(config),
+            "routes": lambda: RouteTable(store.routes, refresh_s=settings.config.route_refresh_s),
+            "load": lambda: LoadBoard(gateway.replica_concurrency, gateway.queue_capacity, clock=time.perf_counter),
+            "replica_client": ReplicaClient,
+            "metering_sink": lambda: MeteringSink(store.engine, start=False),  # started by the app's lifespan
         }
-        return cls(settings=settings, store=store, **(parts | overrides))
+        made = {name: make() for name, make in defaults.items() if name not in given}
+        return cls(settings=settings, store=store, **made, **given)
 
 
 def create_app(parts: GatewayParts) -> FastAPI:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
 
 from compoundry.core.deploy_decisions import TAG_COMPONENT, TAG_DEPLOY  # noqa: F401  (the tags it writes)
 
@@ -49,15 +50,46 @@ class ModelStore:
             self.client.get_registered_model(name)
         except MlflowException:
             self.client.create_registered_model(name)
-        model_id = _logged_model_id_of(model_uri)
-        run_id = _run_id_of(model_uri)
-        if model_id and run_id is None:
-            run_id = self.client.get_logged_model(model_id).source_run_id
+        source, run_id, model_id = self.resolve(model_uri)
         mv = self.client.create_model_version(
-            name=name, source=model_uri, tags=tags or {}, description=description,
+            name=name, source=source, tags=tags or {}, description=description,
             run_id=run_id, model_id=model_id,
         )
         return self.get(name, mv.version)
+
+    def resolve(self, model_uri: str) -> tuple[str, str | None, str | None]:
+        """``(source, run id, logged model id)`` to register ``model_uri`` with, as MLflow's own
+        ``register_model`` resolves it.
+
+        MLflow 3 logs a model as a *logged model* (``models:/m-<id>``), not as files under the run: a
+        ``runs:/<run>/<name>`` URI of such a model must be registered as the logged model it names, or the
+        version's source holds no ``MLmodel`` and no replica can load it.
+        """
+        model_id = _logged_model_id_of(model_uri)
+        if model_id is not None:
+            return model_uri, self.client.get_logged_model(model_id).source_run_id, model_id
+        if not model_uri.startswith("runs:/"):
+            return model_uri, None, None
+        run_id, _, path = model_uri.removeprefix("runs:/").partition("/")
+        logged = self._logged_models(run_id, path.strip("/"))
+        if not logged:  # files under the run itself (MLflow 2's layout, or logged by hand): the deploy checks them
+            return model_uri, run_id, None
+        model_id = logged[-1].model_id
+        return f"models:/{model_id}", run_id, model_id
+
+    def _logged_models(self, run_id: str, name: str) -> list:
+        """The run's logged models called ``name``, the one logged at the largest step last."""
+        run = self.client.get_run(run_id)
+        found, token = [], None
+        while True:
+            page = self.client.search_logged_models(experiment_ids=[run.info.experiment_id],
+                                                    filter_string=f"name = '{name}'", page_token=token)
+            found += [m for m in page if m.source_run_id == run_id]
+            token = page.token
+            if not token:
+                break
+        steps = {o.model_id: o.step for o in (run.outputs.model_outputs if run.outputs else [])}
+        return sorted(found, key=lambda m: steps.get(m.model_id, 0))
 
     def get(self, name: str, version: str | int) -> ModelVersionInfo:
         try:
@@ -82,6 +114,15 @@ class ModelStore:
             return []
         return sorted((_info(mv) for mv in found), key=lambda v: int(v.version))
 
+    def root_files(self, info: "ModelVersionInfo") -> set[str]:
+        """The files at the root of what ``models:/<name>/<version>`` downloads: what a replica loads from.
+
+        MLflow answers some single-file reads of a broken version through a fallback (so its metadata looks
+        fine) while the download a replica makes comes back empty; the listing shows what the download sees.
+        """
+        repo = ModelsArtifactRepository(info.uri, tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return {a.path for a in repo.list_artifacts("") if "/" not in a.path}
+
     def set_alias(self, name: str, alias: str, version: str | int) -> None:
         self.client.set_registered_model_alias(name, alias, str(version))
 
@@ -98,8 +139,3 @@ def _logged_model_id_of(model_uri: str) -> str | None:
     match = re.fullmatch(r"models:/(m-[0-9a-f]+)", model_uri)
     return match.group(1) if match else None
 
-
-def _run_id_of(model_uri: str) -> str | None:
-    if model_uri.startswith("runs:/"):
-        return model_uri.split("/")[1]
-    return None

@@ -93,3 +93,29 @@ def wait_until(predicate, timeout_s: float, interval_s: float = 0.5, what: str =
 
 def gateway(settings: PlatformSettings) -> httpx.Client:
     return httpx.Client(base_url=settings.gateway_url, timeout=120, headers=settings.auth_headers())
+
+
+class PrefectAPI:
+    """Prefect's REST API for assertions, retrying 503 as Prefect's own client does: its SQLite database
+    answers "busy" (503, retryable) while the scheduler or a flow run writes."""
+
+    def __init__(self, api_url: str, attempts: int = 20, backoff_s: float = 0.5):
+        self.api_url, self.attempts, self.backoff_s = api_url, attempts, backoff_s
+
+    def get(self, path: str, **kwargs) -> httpx.Response:
+        return self._request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs) -> httpx.Response:
+        return self._request("POST", path, **kwargs)
+
+    def delete(self, path: str, **kwargs) -> httpx.Response:
+        return self._request("DELETE", path, **kwargs)
+
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        kwargs.setdefault("timeout", 30)
+        for _ in range(self.attempts - 1):
+            response = httpx.request(method, f"{self.api_url}{path}", **kwargs)
+            if response.status_code != 503:
+                return response
+            time.sleep(self.backoff_s)
+        return httpx.request(method, f"{self.api_url}{path}", **kwargs)

@@ -10,13 +10,12 @@ from __future__ import annotations
 import random
 import time
 
-import httpx
 import pytest
 
 from compoundry.registry.model_store import ModelStore
 from compoundry.registry.sleeper_model import log_sleeper
 from compoundry.store.experiment_runs import ExperimentStore
-from tests.integration.platform_fixture import wait_until
+from tests.integration.platform_fixture import PrefectAPI, wait_until
 from tests.integration.scaling_fixture import MODEL, scaling_platform
 
 pytestmark = pytest.mark.integration
@@ -167,7 +166,7 @@ def test_a_guardrail_breach_rolls_the_challenger_back(lab):
     answers = [lab.client.post("/v1/components/ranker", headers={"X-Session-Id": f"rb-{i}"},
                                json={"inputs": {"data": [{"delay_ms": 1, "text": "q"}]}}).json() for i in range(20)]
     assert {(a["variant"], a["model_version"]) for a in answers} == {("champion", "2")}  # all back on the champion
-    runs = httpx.post(f"{lab.settings.prefect_api_url}/flow_runs/filter", timeout=30,
+    runs = PrefectAPI(lab.settings.prefect_api_url).post("/flow_runs/filter",
                       json={"flows": {"name": {"any_": ["evaluate-experiment"]}}}).json()
     assert len(runs) >= 3 and all(r["state"]["type"] == "COMPLETED" for r in runs)
 
@@ -184,8 +183,7 @@ def test_a_version_whose_evaluation_dataset_fails_its_suite_does_not_deploy(lab)
         deploy_model_version(MODEL, version, component="ranker")
     assert lab.store.routes()["ranker"].deployment_id == before  # nothing built, nothing switched
     assert not [d for d in lab.store.deployments("ranker") if d.model_version == version]
-    api = lab.settings.prefect_api_url
-    artifact = httpx.post(f"{api}/artifacts/latest/filter", timeout=30,
+    artifact = PrefectAPI(lab.settings.prefect_api_url).post("/artifacts/latest/filter",
                           json={"artifacts": {"key": {"any_": ["evaluation-gate-ranker"]}}}).json()[0]
     body = artifact["data"]
     assert "expect_column_values_to_be_in_set" in body and "maybe" in body

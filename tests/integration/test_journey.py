@@ -21,7 +21,7 @@ from compoundry.platform.services import MLFLOW_WEBHOOK_CACHE_TTL_S
 from compoundry.registry.model_store import ModelStore
 from compoundry.registry.webhooks import sign
 from compoundry.store import PlatformStore
-from tests.integration.platform_fixture import gateway, wait_until
+from tests.integration.platform_fixture import PrefectAPI, gateway, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ PIPELINE_COMPONENTS = ["dialogue-llm", "embedder", "intent-classifier", "kb-retr
 
 def prefect_flow_runs(settings, flow_name: str) -> list[dict]:
     body = {"flows": {"name": {"any_": [flow_name]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 50}
-    response = httpx.post(f"{settings.prefect_api_url}/flow_runs/filter", json=body, timeout=30)
+    response = PrefectAPI(settings.prefect_api_url).post("/flow_runs/filter", json=body)
     response.raise_for_status()
     return response.json()
 
@@ -178,8 +178,9 @@ def test_poller_deploys_what_no_webhook_announced_and_old_replica_drains(platfor
             new_version = ModelStore(platform.mlflow_url).register("compoundry-intent-classifier", uri).version
             time.sleep(2)
             assert routes(platform)["intent-classifier"].model_version == old.model_version  # nothing heard
-            poll_id = httpx.get(f"{platform.prefect_api_url}/deployments/name/registry-poll/registry-poll").json()["id"]
-            httpx.post(f"{platform.prefect_api_url}/deployments/{poll_id}/create_flow_run", json={}, timeout=10).raise_for_status()
+            prefect = PrefectAPI(platform.prefect_api_url)
+            poll_id = prefect.get("/deployments/name/registry-poll/registry-poll").json()["id"]
+            prefect.post(f"/deployments/{poll_id}/create_flow_run", json={}).raise_for_status()
             wait_until(lambda: routes(platform)["intent-classifier"].model_version == new_version, timeout_s=300,
                        interval_s=1, what="the poller's deploy of the new classifier version")
             with gateway(platform) as gw:
@@ -200,14 +201,14 @@ def test_scheduled_warmup_is_a_prefect_deployment_whose_run_raises_replicas(plat
     """schedules.yaml's warm-up entry is a deployment (paused: enabled false); a run of it holds a floor."""
     from compoundry.store.capacity import CapacityStore
 
-    api = platform.prefect_api_url
-    deployment = httpx.get(f"{api}/deployments/name/scheduled-warmup/weekday-morning-warmup", timeout=10).json()
+    api = PrefectAPI(platform.prefect_api_url)
+    deployment = api.get("/deployments/name/scheduled-warmup/weekday-morning-warmup").json()
     schedule = deployment["schedules"][0]
     assert schedule["schedule"]["cron"] == "0 7 * * 1-5" and schedule["active"] is False
     assert deployment["parameters"]["pipelines"] == ["support-agent"]
     store = PlatformStore(platform.database_url)
     assert len(routes(platform)["kb-retriever"].replicas) == 1
-    run = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", timeout=10, json={
+    run = api.post(f"/deployments/{deployment['id']}/create_flow_run", json={
         "parameters": {"pipelines": [], "components": ["kb-retriever"], "min_replicas": 2, "hold_minutes": 5}})
     run.raise_for_status()
     try:
@@ -223,8 +224,8 @@ def test_scheduled_warmup_is_a_prefect_deployment_whose_run_raises_replicas(plat
             CapacityStore(store).release(floor.id)
 
 
-def _final_state(api: str, flow_run_id: str) -> str | None:
-    state = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()["state"]["type"]
+def _final_state(api: PrefectAPI, flow_run_id: str) -> str | None:
+    state = api.get(f"/flow_runs/{flow_run_id}").json()["state"]["type"]
     return state if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
 
 

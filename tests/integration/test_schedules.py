@@ -14,13 +14,12 @@ import subprocess
 import sys
 import textwrap
 
-import httpx
 import pytest
 
 from compoundry.platform.supervisor import stop_process_group
 from compoundry.store import PlatformStore
 from compoundry.store.capacity import CapacityStore
-from tests.integration.platform_fixture import wait_until
+from tests.integration.platform_fixture import PrefectAPI, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -38,16 +37,16 @@ if __name__ == "__main__":
 """
 
 
-def _runs(api: str, deployment: str, state: str | None = None) -> list[dict]:
+def _runs(api: PrefectAPI, deployment: str, state: str | None = None) -> list[dict]:
     flt = {"deployments": {"name": {"any_": [deployment]}}, "limit": 200}
     if state:
         flt["flow_runs"] = {"state": {"type": {"any_": [state]}}}
-    return httpx.post(f"{api}/flow_runs/filter", json=flt, timeout=10).json()
+    return api.post("/flow_runs/filter", json=flt).json()
 
 
 def test_the_shipped_registry_poll_schedule_has_runs_scheduled(platform):
     """configs/schedules.yaml's registry-poll (*/2 minutes): the scheduler inserts its next runs by itself."""
-    runs = wait_until(lambda: _runs(platform.prefect_api_url, "registry-poll", "SCHEDULED"), 60, 1,
+    runs = wait_until(lambda: _runs(PrefectAPI(platform.prefect_api_url), "registry-poll", "SCHEDULED"), 60, 1,
                       "the scheduler to insert registry-poll runs")
     assert all(r["auto_scheduled"] for r in runs)
 
@@ -68,7 +67,7 @@ def test_a_cron_warmup_entry_fires_and_does_its_work(platform, tmp_path):
     log = open(tmp_path / "runner.log", "wb")
     runner = subprocess.Popen([sys.executable, str(tmp_path / "serve_one.py"), str(config_dir)], env=env,
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    api = platform.prefect_api_url
+    api = PrefectAPI(platform.prefect_api_url)
     try:
         done = wait_until(lambda: _runs(api, ENTRY, "COMPLETED"), 90, 1, f"a completed run of {ENTRY}")
         assert done[0]["auto_scheduled"], "the run was not inserted by the scheduler"
@@ -82,9 +81,7 @@ def test_a_cron_warmup_entry_fires_and_does_its_work(platform, tmp_path):
         _delete_deployment(api, ENTRY)
 
 
-def _delete_deployment(api: str, name: str) -> None:
+def _delete_deployment(api: PrefectAPI, name: str) -> None:
     """Leave the session's Prefect server as it was: no orphan schedule keeps inserting runs."""
-    found = httpx.post(f"{api}/deployments/filter", json={"deployments": {"name": {"any_": [name]}}},
-                       timeout=10).json()
-    for deployment in found:
-        httpx.delete(f"{api}/deployments/{deployment['id']}", timeout=10)
+    for deployment in api.post("/deployments/filter", json={"deployments": {"name": {"any_": [name]}}}).json():
+        api.delete(f"/deployments/{deployment['id']}")

@@ -1,6 +1,6 @@
 """Metering records and per-call pricing: plain data and pure functions.
 
-One :class:`MeteringRecord` per component call (DESIGN.md "Metering record").
+One :class:`MeteringRecord` per component call: who called which component, how, and what it cost.
 The gateway builds it on its hot path, so construction does no validation
 beyond what a dataclass does; the sink and the report work on it later.
 
