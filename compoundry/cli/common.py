@@ -52,7 +52,7 @@ def load_platform_config(settings: PlatformSettings) -> Config:
 
 def open_store(settings: PlatformSettings) -> PlatformStore:
     """The platform database, its tables created when missing."""
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    settings.ensure_state_dir()
     store = PlatformStore(settings.database_url)
     try:
         store.create_schema()

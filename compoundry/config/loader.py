@@ -285,7 +285,21 @@ def _cross_check(values: dict[str, Any], names: dict[str, list[str]],
         issues += _check_experiments(sources["experiments"], values["experiments"], components)
     if "schedules" in values and "schedules" in sources:
         issues += _check_schedules(sources["schedules"], values["schedules"], names)
+    if "platform" in values and "platform" in sources:
+        issues += _check_blocked_terms(sources["platform"], values["platform"], values)
     return issues
+
+
+def _check_blocked_terms(src: Source, platform: Any, values: dict[str, Any]) -> list[ConfigIssue]:
+    """Terms to block that no trust hook applies would silently block nothing."""
+    if not platform.gateway.blocked_terms:
+        return []
+    owners = [*values.get("components", {}).values(), *values.get("pipelines", {}).values()]
+    if any("block_terms" in owner.trust.pre or "block_terms" in owner.trust.post for owner in owners):
+        return []
+    return [src.issue(("gateway", "blocked_terms"), "no component or pipeline lists block_terms in its trust "
+                                                    "hooks, so these terms would block nothing; add block_terms "
+                                                    "to a trust.pre list or remove them")]
 
 
 def _check_pipeline(src: Source, name: str, pipeline: Any, components: list[str] | None) -> list[ConfigIssue]:

@@ -47,6 +47,12 @@ class PlatformSettings:
         config = load_model_file(path, PlatformConfig) if path.exists() else PlatformConfig()
         return cls(config, directory)
 
+    def ensure_state_dir(self) -> Path:
+        """The state folder, made private (0700): it holds the database, keys and secrets of the platform."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.chmod(0o700)
+        return self.state_dir
+
     # --- derived locations -------------------------------------------------
     @property
     def mlflow_url(self) -> str:

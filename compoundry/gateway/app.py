@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -30,9 +31,15 @@ from compoundry.core.routing.variants import ActiveExperiments
 from compoundry.gateway.calls import CallContext, CallRecord, context_from_request
 from compoundry.gateway.dispatch import Dispatcher
 from compoundry.gateway.errors import (
+    ComponentUnavailable,
+    InvalidRequest,
     NotFound,
+    Overloaded,
     PipelineOutputFailed,
     PipelineStepFailed,
+    PipelineStepOverloaded,
+    PipelineStepUnavailable,
+    error_response,
     install_error_handlers,
     internal_error_response,
 )
@@ -114,8 +121,15 @@ ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 41
 
 
 # --- middleware ---------------------------------------------------------------------
+#: What a client may send as ``X-Request-Id``: it is stored (metering, feedback) and echoed in headers.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:/-]{1,100}")
+
+
 class RequestContext:
     """Give every request an id (``X-Request-Id`` in or a new uuid), echo it, and turn crashes into JSON 500s.
+
+    A malformed ``X-Request-Id`` (too long for the metering columns, or characters that do not belong in a
+    header or a log line) is refused with 422 under a fresh id.
 
     A pure ASGI middleware: cheaper than ``BaseHTTPMiddleware`` on the hot path.
     """
@@ -126,8 +140,13 @@ class RequestContext:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        given = _header(scope, b"x-request-id")
+        request_id = given if given and REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        if given and given != request_id:  # refused before anything is called or metered under it
+            refusal = InvalidRequest("X-Request-Id must be 1-100 characters: letters, digits and . _ : - /",
+                                     {"param": "X-Request-Id"})
+            return await error_response(refusal, request_id)(scope, receive, send)
         started = False
 
         async def send_with_id(message):
@@ -150,8 +169,7 @@ class RequestContext:
 def _header(scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key.lower() == name:
-            text = value.decode("latin-1").strip()
-            return text[:200] if text else None
+            return value.decode("latin-1").strip() or None
     return None
 
 
@@ -348,8 +366,12 @@ def _component_caller(state, ctx: CallContext):
 def _pipeline_error(name: str, request_id: str, result: PipelineResult):
     details = {"pipeline": name, "request_id": request_id, "steps": result.steps_dict(),
                "total_ms": result.total_ms}
-    if result.failed_step is not None:
-        record = result.steps[result.failed_step]
-        return PipelineStepFailed(f"required step {result.failed_step!r} ({record.component}) failed: {record.error}",
-                                  {"step": result.failed_step, "step_error_code": record.error_code, **details})
-    return PipelineOutputFailed(result.error or "pipeline output failed", details)
+    if result.failed_step is None:
+        return PipelineOutputFailed(result.error or "pipeline output failed", details)
+    record = result.steps[result.failed_step]
+    message = f"required step {result.failed_step!r} ({record.component}) failed: {record.error}"
+    details |= {"step": result.failed_step, "step_error_code": record.error_code}
+    if isinstance(result.cause, ComponentUnavailable):  # temporary: the client should retry, not give up
+        kind = PipelineStepOverloaded if isinstance(result.cause, Overloaded) else PipelineStepUnavailable
+        return kind(message, details, retry_after=result.cause.retry_after)
+    return PipelineStepFailed(message, details)

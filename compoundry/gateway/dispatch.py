@@ -230,9 +230,18 @@ class Dispatcher:
 
     async def _attempts(self, route: RouteView, inputs: Any, timeout_s: float, ctx: CallContext,
                         path: str) -> tuple[Any, int]:
-        """Try replicas until one answers, retrying only what ``should_retry`` allows."""
-        balancer = self.load.balancer(route.deployment_id)
-        urls = [r.url for r in route.replicas]
+        """Try the deployment's healthy replicas until one answers, retrying only what ``should_retry`` allows.
+
+        A replica that keeps failing is ejected (``core.routing.outliers``) and skipped while the others
+        carry the traffic; its failures reach the deployment's breaker only when no healthy replica is left.
+        """
+        balancer, outliers = self.load.balancer(route.deployment_id), self.load.outliers(route.deployment_id)
+        urls = outliers.healthy([r.url for r in route.replicas], self.clock())
+        if not urls:
+            raise ComponentUnavailable(
+                f"component {route.component!r}: every replica failed recently and is ejected for a while",
+                {"component": route.component, "deployment": route.deployment_id},
+                retry_after=max(1.0, outliers.back_in_s([r.url for r in route.replicas], self.clock())))
         tried: set[str] = set()
         attempt = 0
         while True:
@@ -248,12 +257,19 @@ class Dispatcher:
                 with balancer.hold(url):
                     timeout = self._timeout(timeout_s, ctx)
                     if path == "/invoke":
-                        return await self.backend.invoke(url, inputs, timeout, route.component), attempt
-                    return await self.backend.post(url, path, inputs, timeout, route.component), attempt
+                        output = await self.backend.invoke(url, inputs, timeout, route.component)
+                    else:
+                        output = await self.backend.post(url, path, inputs, timeout, route.component)
             except (ComponentFailed, ComponentTimeout) as exc:
-                if not self._may_retry(exc, attempt, ctx, self.clock() - call_started) or len(tried) + 1 >= len(urls):
-                    raise
+                outliers.record_failure(url, self.clock())
                 tried.add(url)
+                others = [u for u in outliers.healthy(urls, self.clock()) if u not in tried]
+                if not others or not self._may_retry(exc, attempt, ctx, self.clock() - call_started):
+                    exc.replica_fault = bool(outliers.healthy(urls, self.clock()))  # the deployment still serves
+                    raise
+                continue
+            outliers.record_success(url)
+            return output, attempt
 
     async def stream(self, component: str, path: str, body: Any, timeout_s: float,
                      ctx: CallContext) -> AsyncIterator[str]:
@@ -279,7 +295,8 @@ class Dispatcher:
                 breaker.record_cancel(admission)
                 raise _overloaded(route, shed) from None
             balancer = self.load.balancer(route.deployment_id)
-            url = balancer.pick([r.url for r in route.replicas])
+            url = balancer.pick(self.load.outliers(route.deployment_id).healthy([r.url for r in route.replicas],
+                                                                                self.clock()))
             if url is None:
                 breaker.record_cancel(admission)
                 await held.aclose()
@@ -332,15 +349,19 @@ class Dispatcher:
 def _verdict(breaker: CircuitBreaker, admission: Admission) -> Iterator[None]:
     """Tell the deployment's breaker how the admitted call went, from how the block exits.
 
-    A failure or timeout counts against the deployment; a refusal at the gate
+    A failure or timeout counts against the deployment, unless it was one replica's while others are
+    healthy (outlier ejection handles that replica); a refusal at the gate
     (4xx, the replica did answer) counts as a success; nothing at all is said
     when the call never reached a verdict: cancelled, shed, no replica free,
     or the client went away mid-stream.
     """
     try:
         yield
-    except (ComponentFailed, ComponentTimeout):
-        breaker.record_failure(admission)
+    except (ComponentFailed, ComponentTimeout) as exc:
+        if exc.replica_fault:  # one replica failed; others of the deployment are healthy: not its verdict
+            breaker.record_cancel(admission)
+        else:
+            breaker.record_failure(admission)
         raise
     except ComponentUnavailable:
         breaker.record_cancel(admission)

@@ -28,6 +28,7 @@ class GatewayError(Exception):
     status: int = 500
     code: str = "internal_error"
     error_kind: str | None = None  # transport classification (retry.ErrorKind) for replica failures
+    replica_fault: bool = False  # one replica failed while others of its deployment are healthy
 
     def __init__(self, message: str, details: dict[str, Any] | None = None, *,
                  status: int | None = None, code: str | None = None):
@@ -96,6 +97,19 @@ class PipelineStepFailed(GatewayError):
     """A required step failed; ``details`` carry the step name and the partial step timings."""
 
     status, code = 502, "pipeline_step_failed"
+
+
+class PipelineStepUnavailable(ComponentUnavailable):
+    """A required step's component is temporarily unavailable (no ready or healthy replica, breaker open):
+    503 with ``Retry-After``, so a client retries instead of treating it as a broken pipeline."""
+
+    code = "pipeline_step_unavailable"
+
+
+class PipelineStepOverloaded(Overloaded):
+    """A required step's component shed the call (full lane, unmeetable deadline): 429 with ``Retry-After``."""
+
+    code = "pipeline_step_overloaded"
 
 
 class PipelineOutputFailed(GatewayError):

@@ -75,6 +75,7 @@ class PipelineResult:
     overhead_ms: float = 0.0
     failed_step: str | None = None
     error: str | None = None  # set when a required step failed or the output could not be rendered
+    cause: BaseException | None = field(default=None, repr=False)  # what the failed step raised
 
     @property
     def ok(self) -> bool:
@@ -155,7 +156,7 @@ class _Run:
             await _cancel(tasks.values())
         self._mark_cancelled()
         if failure is not None:
-            return self._result(None, deps, failure.step, str(failure))
+            return self._result(None, deps, failure.step, str(failure), failure.cause)
         try:
             output = self._render_output()
         except Exception as exc:  # a template over a replica's output that lacks the key
@@ -280,7 +281,8 @@ class _Run:
             return dict(self.outputs)
         return render(self.pipeline.output, self.context)
 
-    def _result(self, output: Any, deps, failed_step: str | None, error: str | None) -> PipelineResult:
+    def _result(self, output: Any, deps, failed_step: str | None, error: str | None,
+                cause: BaseException | None = None) -> PipelineResult:
         ran = {n for n, r in self.records.items() if r.status != SKIPPED and n in self._end}
         started = {n: self._start[n] for n in ran}
         ended = {n: self._end[n] for n in ran}
@@ -290,6 +292,7 @@ class _Run:
         return PipelineResult(
             output=output, steps=self.records, critical_path=path, critical_path_ms=path_ms,
             total_ms=total, overhead_ms=round(max(0.0, total - path_ms), 3), failed_step=failed_step, error=error,
+            cause=cause,
         )
 
 

@@ -1,4 +1,4 @@
-"""What this gateway process has in flight: a balancer per deployment and a priority lane per component.
+"""What this gateway process knows of load: balancers and outlier ejection per deployment, lanes per component.
 
 The dispatcher takes slots from here on every call; the autoscaler reads the
 same counts as each deployment's load, metrics read them at scrape time, and a
@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 
 from compoundry.core.routing.balancer import Balancer
 from compoundry.core.routing.lanes import Lane
+from compoundry.core.routing.outliers import OutlierDetector
 
 
 class LoadBoard:
@@ -26,6 +27,7 @@ class LoadBoard:
         self.clock = clock
         self.rng = rng or random.Random()
         self._balancers: dict[str, Balancer] = {}
+        self._outliers: dict[str, OutlierDetector] = {}
         self._lanes: dict[str, Lane] = {}
 
     def balancer(self, deployment_id: str) -> Balancer:
@@ -34,6 +36,13 @@ class LoadBoard:
         if balancer is None:
             balancer = self._balancers[deployment_id] = Balancer(self.rng, self.replica_concurrency)
         return balancer
+
+    def outliers(self, deployment_id: str) -> OutlierDetector:
+        """Which of the deployment's replicas failed recently and are ejected (made on first use)."""
+        detector = self._outliers.get(deployment_id)
+        if detector is None:
+            detector = self._outliers[deployment_id] = OutlierDetector()
+        return detector
 
     def lane(self, component: str, concurrency: int) -> Lane:
         """The component's priority lane, resized to ``concurrency`` calls in flight when that changed."""

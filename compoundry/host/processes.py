@@ -113,6 +113,52 @@ def reap(pid: int) -> None:
         pass
 
 
+def platform_processes(state_dir: Path, marker: str) -> list[psutil.Process]:
+    """Live processes started for the platform whose state is ``state_dir`` (every process it starts carries
+    ``COMPOUNDRY_STATE_DIR``) with ``marker`` in their command line; never this process or another platform's."""
+    wanted, found = str(state_dir), []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if not any(marker in part for part in proc.info["cmdline"] or ()):
+                continue
+            if proc.environ().get("COMPOUNDRY_STATE_DIR") == wanted:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def orphans(processes: list[psutil.Process], parent_marker: str) -> list[psutil.Process]:
+    """Those whose parent is gone: adopted by init (or a subreaper) instead of a process with ``parent_marker``
+    in its command line (a Bento worker whose ``bentoml serve`` died)."""
+    found = []
+    for proc in processes:
+        try:
+            parent = proc.parent()
+            if parent is None or parent.pid == 1 or not any(parent_marker in part for part in parent.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def kill_all(processes: list[psutil.Process], grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM each, wait up to ``grace_s`` for all of them, then SIGKILL what is left."""
+    for proc in processes:
+        try:
+            proc.terminate()
+        except psutil.Error:
+            pass
+    _, left = psutil.wait_procs(processes, timeout=grace_s)
+    for proc in left:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+
+
 def port_free(host: str, port: int) -> bool:
     """True when nothing is bound to ``host:port`` (a replica may take it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -81,7 +81,7 @@ def main() -> int:
         print(f"invalid configuration:\n{exc}", file=sys.stderr)
         return 2
     _configure_tracing()
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    settings.ensure_state_dir()
     store = PlatformStore(settings.database_url)
     store.create_schema()
     app = build_gateway(settings, config, store)

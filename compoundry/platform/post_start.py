@@ -30,11 +30,12 @@ class PostStartHook:
 
 
 def ensure_local_admin_key(settings, wait_s: float = 10.0) -> str:
-    """`compoundry up`: make the local admin key once (tenant ``local``), keep it in the state dir.
+    """`compoundry up`: make the local admin key once (tenant ``local``), keep it in the state dir (0600).
 
     The CLI, the demo and tests read it from there (``settings.admin_api_key``);
     a key that was revoked or belongs to another database is replaced. Waits
     until the gateway's key ring has it, so `up` returns with a usable key.
+    Returns where the key is, never the key: `up` prints it, and terminals are logged.
     """
     store = PlatformStore(settings.database_url)
     store.create_schema()
@@ -59,7 +60,7 @@ def ensure_local_admin_key(settings, wait_s: float = 10.0) -> str:
             break
         time.sleep(0.1)
     store.close()
-    return current
+    return f"key {current.split('_')[1]} in {path}"
 
 
 #: Called by `up` once every service a hook needs is healthy, in this order.

@@ -21,7 +21,10 @@ import httpx
 
 from compoundry.core.dag import ancestors, topological_levels
 from compoundry.host.processes import (
+    kill_all,
     log_tail,
+    orphans,
+    platform_processes,
     port_taken,
     process_identity,
     reap,
@@ -34,6 +37,9 @@ from compoundry.store import DeploymentStatus, PlatformStore
 #: progress(name, event, detail); events: running, starting, healthy, failed, stale, stopping, stopped,
 #: hook-ok, hook-skipped, hook-failed, warning.
 Progress = Callable[[str, str, str], None]
+#: In the command line of every replica process: `bentoml serve ...` and its `_bentoml_impl` workers.
+REPLICA_MARKER = "bentoml"
+WORKER_MARKER = "_bentoml_impl"  # a replica's worker processes; their parent is the replica's `bentoml serve`
 PID_START_SLACK_S = 2.0
 
 
@@ -116,8 +122,10 @@ class Supervisor:
     def up(self, only: Iterable[str] | None = None, progress: Progress = _quiet) -> None:
         """Start what is not running, level by level; raise `PlatformError` with log tails on failure."""
         levels = start_levels(self.specs, only)
+        self.settings.ensure_state_dir()
         for directory in (self.settings.logs_dir, self.settings.pids_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        self._stop_orphans(progress)
         self._check_ports([self.specs[n] for level in levels for n in level], progress)
         for level in levels:
             self._run_parallel(level, lambda name: self._bring_up(self.specs[name], progress))
@@ -129,6 +137,7 @@ class Supervisor:
         for level in reversed(levels[1:]):
             self._run_parallel(level, lambda name: self._stop(self.specs[name], progress))
         self._stop_replicas(progress)
+        self._stop_strays(progress)
         if levels:
             self._run_parallel(levels[0], lambda name: self._stop(self.specs[name], progress))
 
@@ -288,6 +297,24 @@ class Supervisor:
         finally:
             store.close()
 
+    def _stop_strays(self, progress: Progress) -> None:
+        """After the recorded replicas: any Bento process of this platform still running (a worker whose
+        `bentoml serve` was killed, a replica the database lost track of). Another platform's are left alone."""
+        strays = platform_processes(self.settings.state_dir, REPLICA_MARKER)
+        if strays:
+            progress("replicas", "warning", f"stopping {len(strays)} stray replica process(es): "
+                                            f"{', '.join(str(p.pid) for p in strays)}")
+            kill_all(strays)
+
+    def _stop_orphans(self, progress: Progress) -> None:
+        """Before starting: Bento workers of this platform whose `bentoml serve` died hold ports and memory.
+        A `bentoml serve` itself outlives the flow run that started it by design, and is kept."""
+        found = orphans(platform_processes(self.settings.state_dir, WORKER_MARKER), REPLICA_MARKER)
+        if found:
+            progress("replicas", "warning", f"stopping {len(found)} orphaned replica process(es): "
+                                            f"{', '.join(str(p.pid) for p in found)}")
+            kill_all(found)
+
     def _open_store(self, progress: Progress):
         url = self.settings.database_url
         if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
@@ -302,7 +329,7 @@ class Supervisor:
 def _is_replica(pid: int) -> bool:
     """Only signal a recorded pid that still runs a Bento (pids are reused)."""
     identity = process_identity(pid)
-    return identity is not None and any("bentoml" in tok for tok in identity[0])
+    return identity is not None and any(REPLICA_MARKER in tok for tok in identity[0])
 
 
 def _describe(result) -> str:

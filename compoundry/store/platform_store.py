@@ -7,6 +7,7 @@ request path never waits on the database.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from sqlalchemy import create_engine, event, inspect, select, text
@@ -57,6 +58,7 @@ class PlatformStore:
     def create_schema(self) -> None:
         Base.metadata.create_all(self.engine)
         _add_missing_columns(self.engine)
+        _private_sqlite_file(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -262,6 +264,14 @@ def _add_missing_columns(engine) -> None:
             ddl = CreateColumn(column).compile(dialect=engine.dialect)
             with engine.begin() as conn:
                 conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {ddl}"))
+
+
+def _private_sqlite_file(engine) -> None:
+    """An embedded database file is the platform's state (keys' hashes, routes, metering): owner-only, 0600.
+    SQLite gives its -wal and -shm files the database file's permissions."""
+    database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+    if database and database != ":memory:" and os.path.exists(database):
+        os.chmod(database, 0o600)
 
 
 def _sqlite_wal(dbapi_connection, _record) -> None:

@@ -107,3 +107,21 @@ def test_an_unexpected_exception_is_a_json_500_without_traceback(tmp_path, caplo
     assert response.json() == {"error": {"code": "internal_error", "message": "internal error; see the gateway log",
                                          "request_id": "r-1"}}
     assert "secret internals" in caplog.text  # logged server-side only
+
+
+@pytest.mark.parametrize("bad", ["x" * 101, "has space", "semi;colon", "quote\"d", "ünïcode"])
+def test_a_malformed_request_id_is_refused_before_anything_is_called(gateway, stubs, bad):
+    before = stubs["a"].calls
+    response = gateway.post("/v1/components/echo", json={"inputs": {}},
+                            headers={"X-Request-Id": bad.encode("utf-8")})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request" and error["param"] == "X-Request-Id"
+    assert response.headers["x-request-id"] != bad and len(response.headers["x-request-id"]) == 32  # a fresh id
+    assert stubs["a"].calls == before
+
+
+def test_a_well_formed_request_id_is_echoed(gateway):
+    for good in ("abc-123", "tenant:run/42.7_x", "x" * 100):
+        assert gateway.post("/v1/components/echo", json={"inputs": {}},
+                            headers={"X-Request-Id": good}).headers["x-request-id"] == good

@@ -54,3 +54,18 @@ def test_parse_and_bearer_token():
 ])
 def test_paths_need_their_scope(path, scope):
     assert required_scope(path) == scope
+
+
+def test_up_keeps_the_admin_key_in_a_private_file_and_never_says_it(tmp_path, monkeypatch):
+    from compoundry.config.settings import PlatformSettings
+    from compoundry.platform.post_start import ensure_local_admin_key
+
+    monkeypatch.setenv("COMPOUNDRY_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("COMPOUNDRY_DATABASE_URL", f"sqlite:///{tmp_path / 'platform.db'}")
+    settings = PlatformSettings.load()
+    settings.ensure_state_dir()
+    said = ensure_local_admin_key(settings, wait_s=0)  # what `compoundry up` prints
+    key = settings.admin_key_file.read_text()
+    assert key.split("_", 2)[2] not in said and key.split("_")[1] in said
+    assert oct(settings.admin_key_file.stat().st_mode & 0o777) == "0o600"
+    assert oct(settings.state_dir.stat().st_mode & 0o777) == "0o700"

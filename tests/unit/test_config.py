@@ -313,3 +313,12 @@ def test_cli_schema_writes_files(tmp_path):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{s}.schema.json" for s in FILES)
     assert json.loads((tmp_path / "pipelines.schema.json").read_text())["title"] == "compoundry pipelines.yaml"
+
+
+def test_blocked_terms_that_no_trust_hook_applies_are_an_error_at_their_line(configs):
+    edit(configs, "pipelines", "    trust: {pre: [mask_pii, block_terms]}", "    trust: {pre: [mask_pii]}")
+    [issue] = issues_of(configs)
+    text = (configs / "platform.yaml").read_text()
+    assert issue.file.endswith("platform.yaml") and issue.field == "gateway.blocked_terms"
+    assert issue.line == text[: text.index("  blocked_terms:")].count("\n") + 1
+    assert "block nothing" in issue.message

@@ -40,11 +40,12 @@ class FakeReplicas:
         self.closed = False
         self.during_call = lambda: None  # what a test wants to look at while a call is in flight
         self.seen: list[object] = []
+        self.dead: set[str] = set()  # replicas that answer 500 to everything
 
     async def invoke(self, url: str, inputs, timeout: float, component: str):
         self.calls.append((url, inputs))
         self.seen.append(self.during_call())
-        if inputs.get("data") == "boom":
+        if inputs.get("data") == "boom" or url in self.dead:
             raise ComponentFailed("the model crashed", {"component": component})
         if component == "embed":
             return {"embeddings": [[0.1, 0.2]], "dim": 2}
@@ -60,9 +61,10 @@ class FakeReplicas:
         self.closed = True
 
 
-def _route(component: str) -> RouteView:
+def _route(component: str, replicas: int = 1) -> RouteView:
     return RouteView(component, f"{component}-v1", f"m-{component}", "1", "pyfunc",
-                     (ReplicaView(f"{component}-v1-r0", f"http://{component}.fake:1"),))
+                     tuple(ReplicaView(f"{component}-v1-r{i}", f"http://{component}.fake:{i + 1}")
+                           for i in range(replicas)))
 
 
 @pytest.fixture
@@ -73,7 +75,7 @@ def parts(tmp_path):
     settings = PlatformSettings.load(tmp_path)
     store = PlatformStore(f"sqlite:///{tmp_path / 'platform.db'}")
     store.create_schema()
-    routes = RouteTable(lambda: {name: _route(name) for name in ("embed", "classify")})
+    routes = RouteTable(lambda: {"embed": _route("embed"), "classify": _route("classify", replicas=2)})
     yield GatewayParts.build(settings, load_config(tmp_path), store, routes=routes, replica_client=FakeReplicas())
     store.close()
 
@@ -85,8 +87,8 @@ def test_a_pipeline_runs_through_the_fake_replicas(parts):
         assert response.json()["output"] == {"dim": 2, "label": "refund"}
         component = client.post("/v1/components/classify", json={"inputs": {"data": "x"}}).json()
         assert component["deployment"] == "classify-v1" and component["outputs"] == {"predictions": ["refund"]}
-    urls = sorted(url for url, _ in parts.replica_client.calls)
-    assert urls == ["http://classify.fake:1", "http://classify.fake:1", "http://embed.fake:1"]
+    urls = sorted(url.split(":")[1] for url, _ in parts.replica_client.calls)
+    assert urls == ["//classify.fake", "//classify.fake", "//embed.fake"]
     assert parts.replica_client.closed  # the lifespan closed what it was given
     assert parts.metering_sink.stats().written == 3  # ... and flushed every call's metering record
 
@@ -106,3 +108,28 @@ def test_the_load_board_the_app_was_given_is_the_one_it_fills(parts):
         assert client.post("/v1/components/embed", json={"inputs": {"texts": ["a"]}}).status_code == 200
     assert parts.replica_client.seen == [(1, 0)]  # in flight on this board while the replica worked
     assert parts.load.load_of("embed", "embed-v1") == (0, 0)  # and given back
+
+
+def test_one_dead_replica_is_ejected_and_the_other_carries_the_component(parts):
+    """A replica answering 500 costs a few calls, not an outage: the breaker stays closed."""
+    parts.replica_client.dead.add("http://classify.fake:1")
+    with TestClient(create_app(parts)) as client:
+        codes = [client.post("/v1/components/classify", json={"inputs": {"data": str(i)}}).status_code
+                 for i in range(60)]
+        metrics = client.get("/metrics").text
+    assert codes.count(200) >= 57 and set(codes) <= {200, 502}, codes  # at most 3 failures before the ejection
+    assert 'compoundry_breaker_state{deployment="classify-v1",state="closed"} 1.0' in metrics
+    late = [url for url, _ in parts.replica_client.calls[-40:]]
+    assert set(late) == {"http://classify.fake:2"}  # the ejected replica got nothing more
+
+
+def test_a_step_whose_replicas_are_all_ejected_makes_the_pipeline_a_503_with_retry_after(parts):
+    parts.replica_client.dead |= {"http://classify.fake:1", "http://classify.fake:2"}
+    with TestClient(create_app(parts)) as client:
+        for _ in range(6):  # both replicas fail and are ejected
+            client.post("/v1/components/classify", json={"inputs": {"data": "x"}})
+        response = client.post("/v1/pipelines/both", json={"inputs": {"q": "my refund"}})
+    error = response.json()["error"]
+    assert response.status_code == 503, response.text
+    assert error["code"] == "pipeline_step_unavailable" and error["step"] == "classify" and error["retry_after"] >= 1
+    assert int(response.headers["retry-after"]) >= 1

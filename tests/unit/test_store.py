@@ -4,7 +4,7 @@ PostgreSQL is what docker-compose runs; its test uses a fresh database on the
 local server (127.0.0.1:5432) and is skipped where none answers.
 """
 
-from compoundry.store import DeploymentStatus
+from compoundry.store import DeploymentStatus, PlatformStore
 
 
 def test_a_claim_is_won_once(store):
@@ -105,3 +105,12 @@ def test_a_stopped_or_failed_replica_keeps_when_it_stopped_for_cost_reports(stor
     assert stopped()["r0"] == first["r0"]
     store.set_replica_status("r1", DeploymentStatus.READY)  # back to live: running again, no end
     assert stopped()["r1"] is None
+
+
+def test_an_embedded_database_file_is_readable_by_its_owner_only(tmp_path):
+    store = PlatformStore(f"sqlite:///{tmp_path / 'platform.db'}")
+    store.create_schema()
+    store.add_deployment("d", "c", "m", "1", "pyfunc")  # writes the -wal file too
+    store.close()
+    for path in tmp_path.glob("platform.db*"):
+        assert oct(path.stat().st_mode & 0o777) == "0o600", path

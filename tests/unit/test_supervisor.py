@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from compoundry.host.processes import log_tail, process_identity
+from compoundry.host.processes import log_tail, process_identity, stop_process_group
 from compoundry.platform.post_start import POST_START_HOOKS, PostStartHook
 from compoundry.platform.services import ServiceSpec, platform_services
 from compoundry.platform.supervisor import (
@@ -101,8 +101,8 @@ def test_stale_pid_decision(cmdline, started_at, written_at, stale):
 
 
 def settings_in(tmp_path: Path):
-    return SimpleNamespace(logs_dir=tmp_path / "logs", pids_dir=tmp_path / "pids",
-                           database_url=f"sqlite:///{tmp_path / 'missing.db'}")
+    return SimpleNamespace(state_dir=tmp_path, ensure_state_dir=lambda: tmp_path, logs_dir=tmp_path / "logs",
+                           pids_dir=tmp_path / "pids", database_url=f"sqlite:///{tmp_path / 'missing.db'}")
 
 
 def test_pid_file_of_an_unrelated_or_dead_process_is_removed(tmp_path):
@@ -237,3 +237,52 @@ def test_down_stops_replicas_recorded_in_the_platform_db(tmp_path):
     with store.engine.connect() as conn:
         statuses = dict(conn.exec_driver_sql("select id, status from replicas").fetchall())
     assert statuses == {"d1-r0": "stopped", "d1-r1": "stopped"}
+
+
+# --- orphans: replica processes whose parent died -----------------------------------------------
+def _replica_like(state_dir: Path, name: str, orphaned: bool) -> int:
+    """A process with `name` in its command line and the platform's state dir in its environment; orphaned:
+    its parent shell exits at once, so init adopts it (as a Bento worker whose `bentoml serve` was killed)."""
+    env = {**os.environ, "COMPOUNDRY_STATE_DIR": str(state_dir)}
+    sleeper = f"{sys.executable} -c 'import time; time.sleep(60)' {name}"
+    if orphaned:
+        out = subprocess.run(["sh", "-c", f"{sleeper} > /dev/null 2>&1 & echo $!"], env=env, capture_output=True,
+                             text=True, check=True)
+        return int(out.stdout.strip())
+    return subprocess.Popen(sleeper, shell=True, env=env, start_new_session=True).pid
+
+
+def _alive(pid: int) -> bool:
+    return process_identity(pid) is not None
+
+
+def test_down_stops_every_replica_process_of_this_platform_and_only_those(tmp_path):
+    ours = _replica_like(tmp_path, "_bentoml_impl.worker.service", orphaned=True)
+    theirs = _replica_like(tmp_path / "another-platform", "_bentoml_impl.worker.service", orphaned=True)
+    unrelated = _replica_like(tmp_path, "not-a-replica", orphaned=True)
+    try:
+        events = []
+        Supervisor(settings_in(tmp_path), specs={}, hooks=()).down(progress=lambda *e: events.append(e))
+        wait = time.monotonic() + 10
+        while _alive(ours) and time.monotonic() < wait:
+            time.sleep(0.1)
+        assert not _alive(ours) and _alive(theirs) and _alive(unrelated)
+        assert any("stray replica" in detail for _, _, detail in events)
+    finally:
+        for pid in (theirs, unrelated):
+            stop_process_group(pid, grace_s=1)
+
+
+def test_up_stops_orphaned_workers_before_starting_and_keeps_live_replicas(tmp_path):
+    orphan = _replica_like(tmp_path, "_bentoml_impl.worker.service", orphaned=True)
+    replica = _replica_like(tmp_path, "bentoml serve", orphaned=False)  # its parent (this test) lives
+    supervisor = Supervisor(settings_in(tmp_path), specs={"svc": spec("svc", argv=SLEEPER)}, hooks=())
+    try:
+        supervisor.up()
+        wait = time.monotonic() + 10
+        while _alive(orphan) and time.monotonic() < wait:
+            time.sleep(0.1)
+        assert not _alive(orphan) and _alive(replica)
+    finally:
+        supervisor.down()
+        stop_process_group(replica, grace_s=1)
