@@ -59,8 +59,9 @@ def target_table(result: dict) -> list[str]:
     gateway, nginx = by.get(("invoke", "compoundry", 64), {}), by.get(("invoke", "nginx", 64), {})
     fanout = by.get(("pipeline", "compoundry", 64), {})
     best = (result["best_throughput"].get("invoke/compoundry") or {}).get("rps")
+    # nginx adding nothing measurable (noise puts it at or below 0) leaves the ratio undefined, not met
     vs_nginx = (gateway.get("added_p50_ms") / nginx["added_p50_ms"]
-                if gateway.get("added_p50_ms") is not None and nginx.get("added_p50_ms") else None)
+                if gateway.get("added_p50_ms") is not None and (nginx.get("added_p50_ms") or 0) > 0 else None)
     checks = [("added p50 per call, 64 clients", gateway.get("added_p50_ms"), 1.0, "ms"),
               ("added p99 per call, 64 clients", gateway.get("added_p99_ms"), 5.0, "ms"),
               ("added p50 vs nginx's, 64 clients", vs_nginx, 2.0, "×"),

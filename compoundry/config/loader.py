@@ -334,6 +334,10 @@ def _check_pipeline(src: Source, name: str, pipeline: Any, components: list[str]
         for loc, value in values:
             issues += _check_templates(src, loc, value, steps, allowed, step_name)
     issues += _check_templates(src, ("pipelines", name, "output"), pipeline.output, steps, set(steps), None)
+    if pipeline.inputs:
+        for key in sorted(pipeline.request_keys - set(pipeline.inputs)):
+            issues.append(src.issue(("pipelines", name, "inputs"), f"templates read request.{key}, which inputs "
+                                                                    f"does not declare {_known(pipeline.inputs)}"))
     return issues
 
 

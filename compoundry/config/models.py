@@ -9,6 +9,7 @@ component, DAG checks) live in :mod:`compoundry.config.loader`.
 from __future__ import annotations
 
 import zoneinfo
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +34,7 @@ from compoundry.config.experiment_config import (  # noqa: F401  (re-exported)
     Variant,
 )
 from compoundry.config.platform_config import PlatformConfig
-from compoundry.core.dag import topological_levels
+from compoundry.core.dag import referenced_request_keys, topological_levels
 from compoundry.core.trust import BUILTIN_HOOKS
 
 #: The Prefect flows a schedule may start (``schedules.yaml`` ``flow:``).
@@ -204,12 +205,23 @@ class Step(Strict):
         return v
 
 
+class PipelineInput(Strict):
+    """One key of a pipeline request's ``inputs``, checked at the gateway (422 when wrong)."""
+
+    type: Literal["string", "integer", "number", "boolean", "array", "object"] = "string"
+    required: bool = True
+    max_length: PositiveInt | None = Field(None, description="strings: characters; arrays: items")
+
+
 class Pipeline(Strict):
     description: str = ""
     latency_class: LatencyClass = "interactive"
     sla_ms: PositiveInt = Field(10_000, description="end-to-end latency objective")
     trust: Trust = Field(default_factory=Trust, description="hooks on the pipeline's request and output")
     prewarm: bool = Field(True, description="warm every component of the pipeline when its first step is hit")
+    inputs: dict[str, PipelineInput] = Field(default_factory=dict, description="the request inputs the steps "
+                                             "read, with their types; without it every key a template reads "
+                                             "is required, of any type")
     steps: dict[StepName, Step]
     output: Any = Field(None, description="JSON value with ${...} templates; the pipeline's response")
 
@@ -228,6 +240,13 @@ class Pipeline(Strict):
     def levels(self) -> list[list[str]]:
         """Steps grouped by what can run in parallel (valid only after cross-file validation)."""
         return topological_levels(self.dependencies)
+
+    @cached_property
+    def request_keys(self) -> frozenset[str]:
+        """The request input keys its templates read (steps' inputs and fallbacks, the output)."""
+        values = [s.inputs for s in self.steps.values()] + [self.output]
+        values += [s.fallback.output for s in self.steps.values() if s.fallback is not None]
+        return frozenset().union(*(referenced_request_keys(v) for v in values))
 
     @property
     def components(self) -> list[str]:

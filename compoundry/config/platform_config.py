@@ -57,6 +57,8 @@ class GatewaySettings(Strict):
     blocked_terms: dict[str, list[str]] = Field(default_factory=dict, description="category -> terms, for the "
                                                 "block_terms trust hook")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
+    body_timeout_s: float = Field(10.0, gt=0, description="a request body not fully received by then gets 408 "
+                                                          "(a slow or stalled upload cannot hold a connection)")
 
 
 class AutoscalerSettings(Strict):

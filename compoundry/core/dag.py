@@ -15,6 +15,8 @@ from typing import Any
 TEMPLATE_RE = re.compile(r"\$\{\s*([^}]*?)\s*\}")
 #: The step named by a ``steps.<name>`` path (names may hold letters, digits, ``_`` and ``-``).
 _STEP_PATH_RE = re.compile(r"^steps\.([A-Za-z0-9_-]+)")
+#: The request input named by a ``request.<key>`` path.
+_REQUEST_PATH_RE = re.compile(r"^request\.([A-Za-z0-9_-]+)")
 
 Deps = Mapping[str, Iterable[str]]
 
@@ -126,6 +128,17 @@ def referenced_step(expression: str) -> str | None:
     """The step a template path reads (``steps.classify.predictions[0]`` -> ``classify``), else None."""
     match = _STEP_PATH_RE.match(expression)
     return match.group(1) if match else None
+
+
+def referenced_request_keys(value: Any) -> set[str]:
+    """Request input keys read by ``${request.KEY...}`` anywhere inside a JSON value."""
+    keys: set[str] = set()
+    for _, text in iter_template_strings(value):
+        for expr in template_expressions(text):
+            match = _REQUEST_PATH_RE.match(expr)
+            if match:
+                keys.add(match.group(1))
+    return keys
 
 
 def template_references(value: Any) -> set[str]:

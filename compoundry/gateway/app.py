@@ -27,17 +27,21 @@ from compoundry.config.loader import load_config
 from compoundry.config.models import Config
 from compoundry.config.settings import PlatformSettings
 from compoundry.core.api_keys import KeyRing
+from compoundry.core.request_inputs import problems
 from compoundry.core.routing.variants import ActiveExperiments
+from compoundry.core.templating import TemplateError
 from compoundry.gateway.calls import CallContext, CallRecord, context_from_request
 from compoundry.gateway.dispatch import Dispatcher
 from compoundry.gateway.errors import (
     ComponentUnavailable,
+    InvalidInput,
     InvalidRequest,
     NotFound,
     Overloaded,
     PipelineOutputFailed,
     PipelineStepFailed,
     PipelineStepOverloaded,
+    PipelineStepRejected,
     PipelineStepUnavailable,
     error_response,
     install_error_handlers,
@@ -264,7 +268,7 @@ def create_app(parts: GatewayParts) -> FastAPI:
     install_error_handlers(app)
     gateway_settings = settings.config.gateway
     app.add_middleware(Security, keys=keys, auth_required=gateway_settings.auth_required,
-                       max_body_bytes=gateway_settings.max_body_bytes)
+                       max_body_bytes=gateway_settings.max_body_bytes, body_timeout_s=gateway_settings.body_timeout_s)
     app.add_middleware(RequestContext)  # outermost: the request id exists before any refusal
     _add_probe_routes(app)
     _add_prediction_routes(app)
@@ -341,6 +345,9 @@ def _add_prediction_routes(app: FastAPI) -> None:
         pipeline = config.pipelines.get(name)
         if pipeline is None:
             raise NotFound(f"unknown pipeline {name!r}", {"known": sorted(config.pipelines)})
+        found = problems(body.inputs, pipeline.inputs, pipeline.request_keys)
+        if found:
+            raise InvalidRequest(f"pipeline {name!r}: {'; '.join(found)}", {"param": "inputs", "problems": found})
         timeouts = {n: c.timeouts.request_s for n, c in config.components.items()}
         ctx = context_from_request(request, pipeline.latency_class, pipeline=name,
                             deadline=state.dispatcher.clock() + pipeline.sla_ms / 1000)
@@ -374,4 +381,7 @@ def _pipeline_error(name: str, request_id: str, result: PipelineResult):
     if isinstance(result.cause, ComponentUnavailable):  # temporary: the client should retry, not give up
         kind = PipelineStepOverloaded if isinstance(result.cause, Overloaded) else PipelineStepUnavailable
         return kind(message, details, retry_after=result.cause.retry_after)
+    wrong_request = isinstance(result.cause, TemplateError) and result.cause.path.startswith("request")
+    if isinstance(result.cause, InvalidInput) or wrong_request:  # the request's inputs were wrong for a model
+        return PipelineStepRejected(message, details)
     return PipelineStepFailed(message, details)

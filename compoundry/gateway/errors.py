@@ -112,6 +112,12 @@ class PipelineStepOverloaded(Overloaded):
     code = "pipeline_step_overloaded"
 
 
+class PipelineStepRejected(GatewayError):
+    """A required step's model refused the inputs the request gave it (its 4xx): the client's error."""
+
+    status, code = 400, "pipeline_step_rejected"
+
+
 class PipelineOutputFailed(GatewayError):
     """Every step ran but the pipeline's ``output`` template could not be rendered."""
 

@@ -7,10 +7,15 @@ signature, since MLflow cannot send an API key) are open. The caller's
 principal (key id, tenant) is put in the request state for attribution.
 
 Bodies over ``max_body_bytes`` are refused with 413 before the app reads them:
-from ``Content-Length``, or for a chunked upload by reading it (bounded) first.
+from ``Content-Length``, or while reading it. The body is read here, whole,
+within ``body_timeout_s`` (else 408): a client that declares a length and
+sends less, or trickles a chunked upload, cannot hold a connection and a
+worker.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from compoundry.core.api_keys import KeyRing, bearer_token
 from compoundry.gateway.errors import GatewayError, error_response
@@ -45,12 +50,17 @@ class PayloadTooLarge(GatewayError):
     status, code = 413, "payload_too_large"
 
 
+class RequestTimeout(GatewayError):
+    status, code = 408, "request_timeout"
+
+
 class Security:
-    def __init__(self, app, keys: KeyRing, auth_required: bool, max_body_bytes: int):
+    def __init__(self, app, keys: KeyRing, auth_required: bool, max_body_bytes: int, body_timeout_s: float = 10.0):
         self.app = app
         self.keys = keys
         self.auth_required = auth_required
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -60,10 +70,14 @@ class Security:
         if refusal is not None:
             request_id = scope.get("state", {}).get("request_id")
             return await error_response(refusal, request_id)(scope, receive, send)
-        if "content-length" in headers:
-            return await self.app(scope, receive, send)  # checked against the limit in _refusal
         request_id = scope.get("state", {}).get("request_id")
-        body = await self._read_limited(receive)  # chunked: read (bounded) before the app sees it
+        try:  # the whole body, bounded in size and in time, before the app sees it
+            async with asyncio.timeout(self.body_timeout_s):
+                body = await self._read_limited(receive)
+        except TimeoutError:
+            late = RequestTimeout(f"the request body did not arrive within {self.body_timeout_s:g} s",
+                                  {"body_timeout_s": self.body_timeout_s})
+            return await error_response(late, request_id)(scope, receive, send)
         if body is None:
             return await error_response(self._too_large(), request_id)(scope, receive, send)
         await self.app(scope, _replay(body, receive), send)

@@ -27,7 +27,7 @@ components:
 
 
 def CONFIGS(stubs) -> dict[str, str]:  # noqa: N802 - reads like the constant it stands for
-    return {"components": COMPONENTS}
+    return {"components": COMPONENTS, "platform": "route_refresh_s: 0.1\ngateway: {body_timeout_s: 1}\n"}
 
 
 def seed(store: PlatformStore, stubs) -> None:
@@ -125,3 +125,19 @@ def test_a_well_formed_request_id_is_echoed(gateway):
     for good in ("abc-123", "tenant:run/42.7_x", "x" * 100):
         assert gateway.post("/v1/components/echo", json={"inputs": {}},
                             headers={"X-Request-Id": good}).headers["x-request-id"] == good
+
+
+def test_a_body_that_never_arrives_in_full_is_a_408_not_a_held_connection(gateway):
+    """Content-Length 100, 10 bytes sent: refused after body_timeout_s (1 s here), in the JSON error shape."""
+    import socket
+    import time as clock
+
+    host, port = gateway.base_url.host, gateway.base_url.port
+    auth = gateway.headers["authorization"]
+    with socket.create_connection((host, port), timeout=10) as conn:
+        conn.sendall(f"POST /v1/components/echo HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"inputs\"".encode())
+        started = clock.monotonic()
+        answer = conn.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 408"), answer[:200]
+    assert '"code":"request_timeout"' in answer.replace(" ", "") and clock.monotonic() - started < 5

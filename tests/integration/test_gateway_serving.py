@@ -37,8 +37,12 @@ components:
 
 PIPELINES = """
 pipelines:
+  picky:
+    steps:
+      check: {component: echo, inputs: {reject: "${request.why}"}}
   fanout:
     sla_ms: 5000
+    inputs: {q: {type: string, max_length: 200}}
     steps:
       left: {component: slow, inputs: {delay_ms: 150, text: "${request.q}"}}
       right: {component: echo, inputs: {delay_ms: 100, text: "${request.q}"}}
@@ -301,7 +305,8 @@ def test_the_trust_layer_masks_pii_before_the_model_sees_it_and_blocks_terms(gat
 
 
 # --- fuzzing the whole OpenAPI surface: no 500, no traceback, always the JSON error shape -------------
-KNOWN_NAMES = ["echo", "chat", "cloud-only", "hybrid", "fanout", "fragile", "ghost", "brittle", "no-such-thing"]
+KNOWN_NAMES = ["echo", "chat", "cloud-only", "hybrid", "fanout", "fragile", "picky", "ghost", "brittle",
+               "no-such-thing"]
 
 
 def test_fuzzed_requests_never_crash_the_gateway(gateway):
@@ -338,3 +343,27 @@ def test_fuzzed_requests_never_crash_the_gateway(gateway):
     print(f"\nfuzzed {len(statuses)} requests over {len(operations)} operations: "
           f"{ {code: statuses.count(code) for code in sorted(set(statuses))} }")
     assert len(statuses) >= 5 * len(operations)
+
+
+@pytest.mark.parametrize("inputs", [{}, {"q": None}, {"q": 42}, {"q": ["a"]}, {"q": {"a": 1}}, {"q": "x" * 201}])
+def test_wrong_pipeline_inputs_are_the_clients_error_and_call_nothing(gateway, stubs, inputs):
+    before = stubs["c"].calls
+    response = gateway.post("/v1/pipelines/fanout", json={"inputs": inputs})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request" and error["param"] == "inputs" and error["problems"]
+    assert "inputs.q" in error["message"] and stubs["c"].calls == before
+
+
+def test_a_lone_surrogate_in_the_inputs_is_refused(gateway):
+    body = b'{"inputs": {"q": "half a pair: \\ud800"}}'
+    response = gateway.post("/v1/pipelines/fanout", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422 and "surrogate" in response.json()["error"]["message"]
+
+
+def test_a_model_refusing_the_requests_inputs_is_a_400_naming_the_step(gateway):
+    response = gateway.post("/v1/pipelines/picky", json={"inputs": {"why": "texts must be strings"}})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "pipeline_step_rejected" and error["step"] == "check"
+    assert "texts must be strings" in error["message"]

@@ -322,3 +322,11 @@ def test_blocked_terms_that_no_trust_hook_applies_are_an_error_at_their_line(con
     assert issue.file.endswith("platform.yaml") and issue.field == "gateway.blocked_terms"
     assert issue.line == text[: text.index("  blocked_terms:")].count("\n") + 1
     assert "block nothing" in issue.message
+
+
+def test_declared_inputs_must_cover_every_request_key_a_template_reads(configs):
+    at = edit(configs, "pipelines", "      question: {type: string, max_length: 4000}",
+              "      topic: {type: string}")
+    [issue] = issues_of(configs)
+    assert issue.field == "pipelines.support-agent.inputs" and issue.line == at - 1
+    assert "templates read request.question, which inputs does not declare (known: topic)" in issue.message
