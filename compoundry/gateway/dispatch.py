@@ -261,11 +261,12 @@ class Dispatcher:
                     else:
                         output = await self.backend.post(url, path, inputs, timeout, route.component)
             except (ComponentFailed, ComponentTimeout) as exc:
-                outliers.record_failure(url, self.clock())
+                outliers.record_failure(url, self.clock(), peers=urls)
                 tried.add(url)
                 others = [u for u in outliers.healthy(urls, self.clock()) if u not in tried]
                 if not others or not self._may_retry(exc, attempt, ctx, self.clock() - call_started):
-                    exc.replica_fault = bool(outliers.healthy(urls, self.clock()))  # the deployment still serves
+                    # the deployment's fault only when no other replica of it is healthy
+                    exc.replica_fault = any(u != url for u in outliers.healthy(urls, self.clock()))
                     raise
                 continue
             outliers.record_success(url)

@@ -1,5 +1,6 @@
 import pytest
 
+from tests.integration.gateway_fixture import running_gateway
 from tests.integration.platform_fixture import platform_env
 from tests.integration.stub_backend import StubReplica
 
@@ -26,3 +27,19 @@ def stubs():
     yield replicas
     for replica in replicas.values():
         replica.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(request, tmp_path_factory, stubs):
+    """A gateway process for the requesting module, from its ``CONFIGS(stubs)`` and ``seed(store, stubs)``
+    (and ``GATEWAY_ENV``, when it has one): each module gets its own, so none depends on another's changes."""
+    module = request.module
+    with running_gateway(tmp_path_factory.mktemp("gateway"), module.CONFIGS(stubs),
+                         lambda store: module.seed(store, stubs), env=getattr(module, "GATEWAY_ENV", None)) as gateway:
+        yield gateway
+
+
+@pytest.fixture
+def gateway(gw):
+    """The gateway's client, with an admin key."""
+    return gw.client

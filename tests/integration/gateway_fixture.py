@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import httpx
 
 from compoundry.store import DeploymentStatus, PlatformStore
 from compoundry.store.api_key_store import ApiKeys
+from tests.integration.platform_fixture import wait_until
 from tests.integration.stub_backend import free_port
 
 REFRESH_S = 0.1
@@ -41,13 +41,8 @@ class Gateway:
 
 
 def wait_for(predicate, timeout_s: float = 10, interval_s: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out waiting for {what}")
+    """``wait_until`` with the short poll a gateway on loopback deserves."""
+    return wait_until(predicate, timeout_s, interval_s, what)
 
 
 def route(store: PlatformStore, component: str, replica_urls: list[str], version: str = "1",

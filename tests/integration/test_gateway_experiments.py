@@ -10,7 +10,7 @@ import time
 import pytest
 
 from compoundry.store import DeploymentStatus, PlatformStore
-from tests.integration.gateway_fixture import route, running_gateway, wait_for
+from tests.integration.gateway_fixture import route, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -48,16 +48,6 @@ def seed(store: PlatformStore, stubs) -> None:
     route(store, "mirrored", [stubs["a"].url])
     route(store, "mirrored", [stubs["d"].url], version="2", variant="candidate")
 
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory, stubs):
-    with running_gateway(tmp_path_factory.mktemp("gateway"), CONFIGS(stubs), lambda store: seed(store, stubs)) as gw:
-        yield gw
-
-
-@pytest.fixture
-def gateway(gw):
-    return gw.client
 
 
 def test_ab_split_is_sticky_by_session_and_honours_the_weights(gateway, gw):

@@ -12,7 +12,6 @@ from compoundry.store import DeploymentStatus, PlatformStore
 from tests.integration.gateway_fixture import (
     REFRESH_S,
     route,
-    running_gateway,
     wait_for,
 )
 from tests.integration.stub_backend import free_port
@@ -52,16 +51,6 @@ def seed(store: PlatformStore, stubs) -> None:
     route(store, "halfdead", [stubs["a"].url, f"http://127.0.0.1:{free_port()}"])  # nobody at the second
     route(store, "narrow", [stubs["b"].url])
 
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory, stubs):
-    with running_gateway(tmp_path_factory.mktemp("gateway"), CONFIGS(stubs), lambda store: seed(store, stubs)) as gw:
-        yield gw
-
-
-@pytest.fixture
-def gateway(gw):
-    return gw.client
 
 
 def test_routes_follow_the_database_without_a_restart(gateway, gw, stubs):

@@ -16,7 +16,7 @@ from compoundry.config.settings import PlatformSettings
 from compoundry.gateway.app import GatewayParts, create_app
 from compoundry.store import PlatformStore
 from compoundry.store.api_key_store import ApiKeys
-from tests.integration.gateway_fixture import route, running_gateway, wait_for
+from tests.integration.gateway_fixture import route, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -33,16 +33,6 @@ def CONFIGS(stubs) -> dict[str, str]:  # noqa: N802 - reads like the constant it
 def seed(store: PlatformStore, stubs) -> None:
     route(store, "echo", [stubs["a"].url])
 
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory, stubs):
-    with running_gateway(tmp_path_factory.mktemp("gateway"), CONFIGS(stubs), lambda store: seed(store, stubs)) as gw:
-        yield gw
-
-
-@pytest.fixture
-def gateway(gw):
-    return gw.client
 
 
 def test_keys_scopes_and_revocation(gateway, gw):

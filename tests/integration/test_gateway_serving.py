@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from compoundry.store import PlatformStore
-from tests.integration.gateway_fixture import route, running_gateway, wait_for
+from tests.integration.gateway_fixture import route, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +69,9 @@ def CONFIGS(stubs) -> dict[str, str]:  # noqa: N802 - reads like the constant it
             "components": COMPONENTS.replace("STUB_A", stubs["a"].url), "pipelines": PIPELINES}
 
 
+GATEWAY_ENV = {"STUB_KEY": "sk-stub"}  # the cloud-only component's API key variable
+
+
 def seed(store: PlatformStore, stubs) -> None:
     route(store, "echo", [stubs["a"].url, stubs["b"].url])
     route(store, "slow", [stubs["c"].url])
@@ -77,17 +80,6 @@ def seed(store: PlatformStore, stubs) -> None:
     route(store, "chat", [stubs["c"].url])
     route(store, "hybrid", [stubs["c"].url])
 
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory, stubs):
-    with running_gateway(tmp_path_factory.mktemp("gateway"), CONFIGS(stubs), lambda store: seed(store, stubs),
-                         env={"STUB_KEY": "sk-stub"}) as gw:
-        yield gw
-
-
-@pytest.fixture
-def gateway(gw):
-    return gw.client
 
 
 def test_health_routes_and_request_id(gateway):

@@ -123,13 +123,25 @@ def test_one_dead_replica_is_ejected_and_the_other_carries_the_component(parts):
     assert set(late) == {"http://classify.fake:2"}  # the ejected replica got nothing more
 
 
-def test_a_step_whose_replicas_are_all_ejected_makes_the_pipeline_a_503_with_retry_after(parts):
+def test_a_step_whose_replicas_all_fail_makes_the_pipeline_a_503_with_retry_after(parts):
     parts.replica_client.dead |= {"http://classify.fake:1", "http://classify.fake:2"}
     with TestClient(create_app(parts)) as client:
-        for _ in range(6):  # both replicas fail and are ejected
+        for _ in range(12):  # one replica is ejected, the last one's failures open the breaker
             client.post("/v1/components/classify", json={"inputs": {"data": "x"}})
         response = client.post("/v1/pipelines/both", json={"inputs": {"q": "my refund"}})
     error = response.json()["error"]
     assert response.status_code == 503, response.text
     assert error["code"] == "pipeline_step_unavailable" and error["step"] == "classify" and error["retry_after"] >= 1
     assert int(response.headers["retry-after"]) >= 1
+
+
+def test_with_a_single_replica_its_failures_are_the_deployments_and_open_the_breaker(parts):
+    """Ejection only spares the breaker while another replica is healthy: alone, a failing replica is the
+    component failing."""
+    parts.replica_client.dead.add("http://embed.fake:1")
+    with TestClient(create_app(parts)) as client:
+        codes = [client.post("/v1/components/embed", json={"inputs": {"texts": ["a"]}}).status_code
+                 for _ in range(8)]
+        metrics = client.get("/metrics").text
+    assert codes[:5] == [502] * 5 and set(codes[5:]) == {503}, codes  # the breaker's 5 in a row, no ejection
+    assert 'compoundry_breaker_state{deployment="embed-v1",state="open"} 1.0' in metrics

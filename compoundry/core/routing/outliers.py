@@ -2,8 +2,8 @@
 
 One dead replica must not take its deployment down: its failures eject *it*
 for a while, the balancer stops picking it, and the other replicas carry the
-traffic. The deployment's breaker only hears a failure when no replica is
-left to try: then the component is really unavailable.
+traffic. The last healthy replica is never ejected: its failures are the
+deployment's, and its breaker (with the component's own settings) judges them.
 
 ``consecutive_failures`` failures in a row (5xx, timeouts, refused or reset
 connections) eject a replica for ``base_ejection_s`` x the number of times it
@@ -40,11 +40,17 @@ class OutlierDetector(Generic[K]):
         if state is not None:
             state.failures_in_a_row = 0
 
-    def record_failure(self, replica: K, now: float) -> bool:
-        """Count a failure of ``replica``; True when this one ejected it."""
+    def record_failure(self, replica: K, now: float, peers: Iterable[K] = ()) -> bool:
+        """Count a failure of ``replica``; True when this one ejected it.
+
+        The last healthy replica among ``peers`` (the deployment's replicas) is never ejected: its
+        failures are the deployment's, for its breaker to judge.
+        """
         state = self._replicas.setdefault(replica, _Replica())
         state.failures_in_a_row += 1
         if state.failures_in_a_row < self.consecutive_failures or state.ejected_until > now:
+            return False
+        if not any(p != replica and not self.ejected(p, now) for p in peers):
             return False
         state.ejections += 1
         state.failures_in_a_row = 0
