@@ -141,10 +141,13 @@ class Dispatcher:
         if external is None:
             return None
         route = self.routes.routes.get(component)
-        replicas = route.replicas if route is not None else ()
-        in_flight = self.load.in_flight(route.deployment_id, [r.url for r in replicas]) if route is not None else 0
-        breaker_open = route is not None and self.breakers.get(route.deployment_id, config.breaker).state == "open"
-        state = DedicatedState(len(replicas), in_flight, config.scaling.target_concurrency, breaker_open)
+        if route is None:
+            healthy, in_flight, breaker_open = [], 0, False
+        else:  # an ejected replica is no capacity: count only those the balancer would pick
+            healthy = self.load.outliers(route.deployment_id).healthy([r.url for r in route.replicas], self.clock())
+            in_flight = self.load.in_flight(route.deployment_id, healthy)
+            breaker_open = self.breakers.get(route.deployment_id, config.breaker).state == "open"
+        state = DedicatedState(len(healthy), in_flight, config.scaling.target_concurrency, breaker_open)
         return external if choose_backend(config.mode, True, state) == EXTERNAL else None
 
     def _external(self, component: str, config):

@@ -32,13 +32,6 @@ def test_each_ejection_lasts_longer_up_to_the_cap():
     assert waits == [10, 20, 25, 25]
 
 
-def test_forgetting_a_replica_that_left_the_routes():
-    d = OutlierDetector(consecutive_failures=1)
-    d.record_failure("gone", 0, peers=["gone", "b"])
-    d.forget(keep=["b"])
-    assert not d.ejected("gone", 0.1)
-
-
 def test_the_last_healthy_replica_is_never_ejected_its_failures_are_the_deployments():
     d = OutlierDetector(consecutive_failures=1)
     assert not d.record_failure("only", 0, peers=["only"])

@@ -9,7 +9,9 @@ deployment's, and its breaker (with the component's own settings) judges them.
 connections) eject a replica for ``base_ejection_s`` x the number of times it
 was ejected before (capped at ``max_ejection_s``); it comes back on its own
 when that time has passed and is ejected again at its next failure run. A
-success resets its run of failures. Pure: the caller passes ``now``.
+success resets its run of failures. Pure: the caller passes ``now``. Replicas are
+keyed by URL, as Envoy keys hosts by address: a new replica that takes the port
+of a recently ejected one waits out the rest of that ejection.
 """
 
 from __future__ import annotations
@@ -69,9 +71,3 @@ class OutlierDetector(Generic[K]):
         """Seconds until the first of these ejected replicas may be tried again (0 if one is healthy)."""
         waits = [self._replicas[r].ejected_until - now if self.ejected(r, now) else 0.0 for r in replicas]
         return max(0.0, min(waits, default=0.0))
-
-    def forget(self, keep: Iterable[K]) -> None:
-        """Drop the state of replicas no longer routed (their URLs may be reused by new replicas)."""
-        kept = set(keep)
-        for replica in [r for r in self._replicas if r not in kept]:
-            del self._replicas[replica]
