@@ -5,7 +5,9 @@ cost and the worst first-request delay after everything idled (pure:
 ``compoundry.core.autoscaling.warmup_plans``). Cold starts are the platform's measured ones
 (median seconds to ready of each component's recent replicas) where it has
 them, else the component's configured ``timeouts.cold_start_s`` (an upper
-bound), and the table says which.
+bound), and the table says which. ``plan scaling`` prints each component's
+bounds and the scale-down window the autoscaler applies: the configured
+``autoscaler.down_stabilization_s``, or k of those cold starts when longer.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ import typer
 from rich.table import Table
 
 from compoundry.cli.common import config_and_store, console, fail, load_settings
+from compoundry.core.autoscaling.replica_policy import (
+    COLD_STARTS_PER_DOWN_WINDOW,
+    cold_start_s,
+    down_window_s,
+)
 
 plan_app = typer.Typer(help="Plan capacity before changing it.", no_args_is_help=True)
 warmup_app = typer.Typer(help="Hold min replicas now (a scheduled warm-up, by hand).", no_args_is_help=True)
@@ -57,6 +64,46 @@ def plan_warmup(
     if missing:
         console.print("To apply it, set [bold]scaling.min_replicas: 1[/] in components.yaml for: "
                       + ", ".join(missing) + " (or hold it for a window with a scheduled-warmup entry).")
+
+
+def scaling_windows(config, configured_down_s: float, measured: dict[str, float]) -> list[dict]:
+    """Per component: its bounds, its cold start (measured, else configured) and the effective down window."""
+    rows = []
+    for name, c in sorted(config.components.items()):
+        cold = cold_start_s(measured.get(name), c.timeouts.cold_start_s)
+        window = down_window_s(configured_down_s, cold)
+        rows.append({"component": name, "min_replicas": c.scaling.min_replicas,
+                     "max_replicas": c.scaling.max_replicas, "target_concurrency": c.scaling.target_concurrency,
+                     "idle_window_s": c.scaling.idle_window_s, "cold_start_s": cold,
+                     "cold_start_source": "measured" if name in measured else "configured",
+                     "down_stabilization_s": window,
+                     "down_stabilization_from": "configured" if window == configured_down_s else "cold start"})
+    return rows
+
+
+@plan_app.command("scaling")
+def plan_scaling(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """Each component's bounds and the scale-down window in force (the configured one, or k cold starts)."""
+    from compoundry.store.capacity import CapacityStore
+
+    config, store = config_and_store()
+    configured = load_settings().config.autoscaler.down_stabilization_s
+    rows = scaling_windows(config, configured, CapacityStore(store).cold_start_estimates())
+    if as_json:
+        print(json.dumps({"down_stabilization_s": configured, "cold_starts": COLD_STARTS_PER_DOWN_WINDOW,
+                          "components": rows}, indent=2))
+        return
+    table = Table(title="Scale-down window per component",
+                  caption=f"window = max(autoscaler.down_stabilization_s {configured:g} s, "
+                          f"{COLD_STARTS_PER_DOWN_WINDOW:g} x cold start); a configured cold start is "
+                          "timeouts.cold_start_s (an upper bound)")
+    for column, justify in (("component", "left"), ("replicas", "right"), ("cold start s", "right"),
+                            ("source", "left"), ("window s", "right")):
+        table.add_column(column, justify=justify)
+    for r in rows:
+        table.add_row(r["component"], f"{r['min_replicas']}..{r['max_replicas']}", f"{r['cold_start_s']:.1f}",
+                      r["cold_start_source"], f"{r['down_stabilization_s']:.1f}")
+    console.print(table)
 
 
 def _cold_table(colds: dict[str, tuple[float, str]]) -> Table:

@@ -14,6 +14,15 @@ Between ticks the request path may wake a deployment at once:
 Both hooks are O(1) set look-ups while nothing is cold. Scaling actions are
 blocking (processes, readiness polls) and run in threads, one at a time per
 deployment; their outcome is re-read from the store at the next tick.
+
+A replica the target finds dead (``ScalerTarget.lost``: its process is gone;
+the target has marked it failed, so it is out of routing) is replaced at the
+next decision, whatever the demand: the policy decides for the count that ran
+before the death (``decide(..., lost=)``, reason ``replace``). The scale-down
+window is the configured one or k cold starts of the component, whichever is
+longer (``replica_policy.down_window_s``), the cold start measured from its
+recent replicas (re-read every ``MEASURE_EVERY_S`` and after a start) or else
+its configured ``timeouts.cold_start_s``.
 """
 
 from __future__ import annotations
@@ -27,11 +36,14 @@ from dataclasses import asdict, dataclass
 from typing import Protocol
 
 from compoundry.core.autoscaling.replica_policy import (
+    COLD_STARTS_PER_DOWN_WINDOW,
     DEMAND_TTL_TICKS,
     Bounds,
     CompletionWindow,
     ReplicaPolicy,
+    cold_start_s,
     decide,
+    decision_reason,
     deployment_bounds,
 )
 from compoundry.core.autoscaling.warmup_plans import prewarm_hold_s, prewarm_targets
@@ -39,6 +51,7 @@ from compoundry.scaling.targets.protocol import ScalerTarget, ScalingSpec
 from compoundry.store.refresh import Periodic
 
 log = logging.getLogger(__name__)
+MEASURE_EVERY_S = 60.0  # how often the measured cold starts (seconds to ready) are re-read from the store
 
 
 class LoadSource(Protocol):
@@ -68,6 +81,7 @@ class _Tracked:
     window: CompletionWindow
     bento_tag: str | None = None
     live: int = 0
+    lost: int = 0  # replicas found dead and not yet decided on (a death during a scaling action waits for it)
     demand_at: float | None = None  # last time a request waited for this deployment
     held_until: float | None = None  # pre-warmed: kept up until its first access (or this time)
 
@@ -87,6 +101,8 @@ class Autoscaler:
         self._held: dict[str, str] = {}  # component -> its pre-warmed serving deployment, until first access
         self._prewarm: tuple[object, dict[str, set[str]]] = (None, {})
         self._loop: Periodic | None = None
+        self._measured: dict[str, float] = {}  # component -> median seconds to ready of its recent replicas
+        self._measured_at: float | None = None  # None: read them at the next tick
 
     # --- request path (sync, cheap) ------------------------------------------------------
     def on_access(self, component: str, variant: str | None) -> None:
@@ -124,16 +140,20 @@ class Autoscaler:
         await asyncio.gather(*self._actions.values(), return_exceptions=True)
 
     async def tick(self) -> None:
+        measure = self._measured_at is None or self.clock() - self._measured_at >= MEASURE_EVERY_S
         try:
-            facts = await asyncio.to_thread(self._read_facts, self._routed())
+            facts = await asyncio.to_thread(self._read_facts, self._routed(), measure)
         except Exception as exc:  # the database is down: keep the replicas we have
             log.warning("autoscaler: could not read replicas (%s); skipping this tick", exc)
             return
-        self._floors, live, tags = facts
+        self._floors, live, lost, tags, measured = facts
         now = self.clock()
+        if measured is not None:
+            self._measured, self._measured_at = measured, now
         for deployment, (component, variant) in self._routed().items():
             tracked = self._track(deployment, component, variant, now)
             tracked.live, tracked.bento_tag = live.get(deployment, 0), tags.get(deployment)
+            tracked.lost += lost.get(deployment, 0)
             if deployment not in self._actions:
                 self._decide(deployment, tracked, now)
         for gone in set(self.tracked) - set(self._routed()):
@@ -149,9 +169,11 @@ class Autoscaler:
         in_flight, queued = self.load.load_of(tracked.component, deployment)
         waited_for = tracked.demand_at is not None and now - tracked.demand_at <= DEMAND_TTL_TICKS * self.settings.tick_s
         held = waited_for or self._prewarm_pending(tracked, now)
-        desired = decide(tracked.policy, tracked.window, now, in_flight, queued, tracked.live, held)
+        lost, tracked.lost = tracked.lost, 0
+        desired = decide(tracked.policy, tracked.window, now, in_flight, queued, tracked.live, held, lost)
         if desired != tracked.live:
-            self._act(deployment, tracked, desired, _reason(desired, tracked, self._floors))
+            floor = self._floors.get(tracked.component, 0) if tracked.variant is None else 0
+            self._act(deployment, tracked, desired, decision_reason(desired, tracked.live, lost, floor))
 
     def _prewarm_pending(self, tracked: _Tracked, now: float) -> bool:
         """Pre-warmed and the request that warmed it has not arrived yet (nor has the hold run out)."""
@@ -167,7 +189,13 @@ class Autoscaler:
         """The component's bounds, raised by a warm-up floor on its serving deployment (not on variants)."""
         floor = self._floors.get(component, 0) if variant is None else 0
         return deployment_bounds(config.scaling, self.settings.up_stabilization_s,
-                                 self.settings.down_stabilization_s, floor)
+                                 self.settings.down_stabilization_s, floor,
+                                 cold_start=self._cold_start(component, config)[0])
+
+    def _cold_start(self, component: str, config) -> tuple[float, str]:
+        """``(seconds, "measured" | "configured")``: what the down window is bounded by."""
+        measured = self._measured.get(component)
+        return cold_start_s(measured, config.timeouts.cold_start_s), "configured" if measured is None else "measured"
 
     def _wake(self, component: str, reason: str) -> None:
         route = self.routes.routes.get(component)
@@ -225,6 +253,7 @@ class Autoscaler:
             return
         if tracked.live > before:  # a replica that has just become ready has not been idle yet
             tracked.policy.mark_active(self.clock())
+            self._measured_at = None  # it measured a cold start: the down window may change
         await self.routes.refresh()  # new replicas serve now, not at the next refresh
         if spec.deployment_id not in self._routed():  # replaced by a redeploy meanwhile: leave nothing running
             await asyncio.to_thread(self.target.set_replicas, spec, 0)
@@ -254,11 +283,14 @@ class Autoscaler:
                                                           CompletionWindow(self.settings.window_s))
         return tracked
 
-    def _read_facts(self, routed: dict[str, tuple[str, str | None]]):
-        """In a worker thread: active floors, live replicas per deployment, and their Bento tags."""
+    def _read_facts(self, routed: dict[str, tuple[str, str | None]], measure: bool):
+        """In a worker thread: active floors, live and newly dead replicas per deployment, their Bento tags,
+        and (when ``measure``) the measured cold starts per component."""
         floors = self.capacity.active_floors()
-        live = {d: self.target.replicas(d) for d in routed}
-        return floors, live, self.capacity.bento_tags(list(routed))
+        live = {d: self.target.replicas(d) for d in routed}  # finds the dead ones: ``lost`` after it
+        lost = {d: n for d in routed if (n := self.target.lost(d))}
+        measured = self.capacity.cold_start_estimates() if measure else None
+        return floors, live, lost, self.capacity.bento_tags(list(routed)), measured
 
     def _update_cold(self) -> None:
         busy = set(self._actions)
@@ -275,21 +307,23 @@ class Autoscaler:
         return self._prewarm[1].get(component, set())
 
     def describe(self) -> dict:
-        """For ``GET /v1/scaling``: each deployment's replicas and bounds, recent decisions."""
-        deployments = {d: {"component": t.component, "variant": t.variant, "replicas": t.live,
-                           "scaling": d in self._actions, "min_replicas": t.policy.bounds.min_replicas,
-                           "max_replicas": t.policy.bounds.max_replicas,
-                           "scale_to_zero_at_s": _rel(t.policy.scale_to_zero_at(), self.clock())}
-                       for d, t in sorted(self.tracked.items())}
+        """For ``GET /v1/scaling``: each deployment's replicas and bounds (the effective scale-down window
+        and the cold start bounding it), recent decisions."""
+        config, now = self.config(), self.clock()
+        deployments = {}
+        for d, t in sorted(self.tracked.items()):
+            component = config.components.get(t.component)
+            cold, source = self._cold_start(t.component, component) if component is not None else (None, None)
+            deployments[d] = {"component": t.component, "variant": t.variant, "replicas": t.live,
+                              "scaling": d in self._actions, "min_replicas": t.policy.bounds.min_replicas,
+                              "max_replicas": t.policy.bounds.max_replicas,
+                              "down_stabilization_s": t.policy.bounds.down_window_s,
+                              "cold_start_s": cold, "cold_start_source": source,
+                              "scale_to_zero_at_s": _rel(t.policy.scale_to_zero_at(), now)}
         return {"deployments": deployments, "floors": self._floors, "cold": sorted(self._cold),
+                "down_stabilization": {"configured_s": self.settings.down_stabilization_s,
+                                       "cold_starts": COLD_STARTS_PER_DOWN_WINDOW},
                 "events": [asdict(e) for e in list(self.events)[-50:]]}
-
-
-def _reason(desired: int, tracked: _Tracked, floors: dict[str, int]) -> str:
-    if desired == 0:
-        return "idle"
-    floor = floors.get(tracked.component, 0) if tracked.variant is None else 0
-    return "floor" if desired > tracked.live and desired <= floor else "load"
 
 
 def _rel(at: float | None, now: float) -> float | None:

@@ -15,6 +15,9 @@ Each tick (``scenario.tick_s`` virtual seconds) and for each component:
 3. completions feed a ``CompletionWindow`` and ``policy.decide`` returns the
    replica count, exactly the gateway autoscaler's decision; the count is
    applied at the end of the tick (new replicas are ready ``cold_start_s`` later).
+   The scale-down window is the gateway's too: ``down_stabilization_s``, never
+   under k x the model's ``cold_start_s`` (what the gateway measures as seconds
+   to ready; ``policy.deployment_bounds``).
 
 What a request *experiences* is reconstructed afterwards from the per-tick
 records (:mod:`compoundry.sim.latency`); this loop only moves capacity.
@@ -30,6 +33,7 @@ import numpy as np
 from compoundry.config.platform_config import GatewaySettings
 from compoundry.core.autoscaling.replica_policy import (
     DEMAND_TTL_TICKS,
+    Bounds,
     CompletionWindow,
     ReplicaPolicy,
     decide,
@@ -92,16 +96,20 @@ class _Component:
         self.scaling = config.scaling.model_copy(update={"min_replicas": min_replicas}) \
             if min_replicas is not None else config.scaling
         self.ready, self.starting, self.backlog = 0, [], 0.0
-        self.policy = ReplicaPolicy(deployment_bounds(self.scaling, 0.0, down_s), now=0.0)
+        self.cold, self.slots, self.s = model.cold_start_s, model.slots_per_replica, model.service_s
+        self.policy = ReplicaPolicy(self.bounds(down_s), now=0.0)
         self.window = CompletionWindow(window_s)
         self.held_at, self.floor, self.started, self.last_in_flight = -math.inf, 0, 0, 0
-        self.cold, self.slots, self.s = model.cold_start_s, model.slots_per_replica, model.service_s
         self.tc, self.mode = config.scaling.target_concurrency, mode
         self.observe_own = True  # False when the policy scales on user requests instead
 
     @property
     def total(self) -> int:
         return self.ready + len(self.starting)
+
+    def bounds(self, down_s: float, floor: int = 0) -> Bounds:
+        """The gateway's bounds for this component: its cold start is what the gateway would measure."""
+        return deployment_bounds(self.scaling, 0.0, down_s, floor, cold_start=self.cold)
 
     def start(self, when: float, count: int) -> None:
         self.starting.extend([when + self.cold] * count)
@@ -184,7 +192,7 @@ def simulate(scenario, calls: np.ndarray, user_requests: np.ndarray, plan: Plan,
             floor = floors[i][k] if floors[i] is not None else 0
             if floor != comp.floor:
                 comp.floor = floor
-                comp.policy.set_bounds(deployment_bounds(comp.scaling, 0.0, scenario.down_stabilization_s, floor))
+                comp.policy.set_bounds(comp.bounds(scenario.down_stabilization_s, floor))
             if plan.signal == "user":
                 comp.window.add(t0 + dt / 2, comp.s, users[k])
             queued = min(int(comp.backlog), LANE_CAPACITY) if comp.ready else 0  # held calls wait outside the lane

@@ -45,9 +45,9 @@ def render(outcomes: list, analyses: dict, meta: dict, policy_table, provisionin
         f"| P95 within SLO under doubled variance, 30 days | 98% of intervals | "
         f"{100 * full.pipelines[first].within_slo:.2f}% (`{full.policy}`); "
         + ", ".join(f"`{o.policy}` {100 * o.pipelines[first].within_slo:.2f}%" for o in outcomes if o is not full)
-        + " | Own replicas alone breach when a 10-50x spike needs new LLM replicas (150 s cold start) and when "
-          "the 30 s down-stabilisation drops an LLM replica that a burst needs back (stabilisation shorter "
-          "than the cold start). During a spike the autoscaler sees at most the lane's 256 queued calls, so "
+        + " | Own replicas alone breach when a 10-50x spike needs new LLM replicas (150 s cold start); "
+          "a scale-down waits two cold starts (300 s for the LLM, ADR 0032), so a burst soon after one still "
+          "finds its replicas. During a spike the autoscaler sees at most the lane's 256 queued calls, so "
           "it needs two cold-start rounds to reach spike capacity. The queue is kept, not shed, so a breach "
           "lasts until it drains. `auto` mode spills those calls to the serverless "
           "backend, modelled as always warm with unlimited capacity. |",

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from compoundry.config.models import Component, Name, Pipeline, Schedule, Strict
+from compoundry.core.autoscaling.replica_policy import COLD_STARTS_PER_DOWN_WINDOW
 
 SCENARIOS_DIR = Path(__file__).parent / "scenarios"
 
@@ -73,7 +74,10 @@ class Scenario(Strict):
     description: str = ""
     tick_s: PositiveFloat = Field(10.0, description="virtual seconds per autoscaler decision")
     window_s: PositiveFloat = Field(10.0, description="the autoscaler's observation window")
-    down_stabilization_s: NonNegativeFloat = 30.0
+    down_stabilization_s: NonNegativeFloat = Field(
+        30.0, description="platform.yaml autoscaler.down_stabilization_s; the effective window is never under "
+                          f"{COLD_STARTS_PER_DOWN_WINDOW:g} x the component's models.cold_start_s, as in the gateway "
+                          "(docs/scaling.md)")
     interval_s: PositiveFloat = Field(300.0, description="SLO intervals (the study: 5 minutes)")
     components: dict[Name, Component]
     pipelines: dict[Name, Pipeline]

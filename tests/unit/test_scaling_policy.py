@@ -6,10 +6,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from compoundry.config.models import Scaling
 from compoundry.core.autoscaling.replica_policy import (
+    COLD_STARTS_PER_DOWN_WINDOW,
     Bounds,
+    CompletionWindow,
     Load,
     ReplicaPolicy,
+    cold_start_s,
+    decide,
+    decision_reason,
+    deployment_bounds,
+    down_window_s,
     needed_replicas,
 )
 
@@ -112,3 +120,53 @@ def test_zero_only_after_a_full_idle_window(b, steps):
             assert now - last_active >= b.idle_window_s
             assert not load.active
         current = new
+
+
+# --- the down window never shorter than k cold starts; dead replicas replaced -------------------
+def test_the_down_window_is_the_configured_one_or_two_cold_starts():
+    assert COLD_STARTS_PER_DOWN_WINDOW == 2
+    assert down_window_s(30, cold_start=5) == 30  # a fast model: the configured window
+    assert down_window_s(30, cold_start=150) == 300  # the 150 s LLM: two cold starts
+    assert cold_start_s(measured=None, configured=120) == 120 and cold_start_s(measured=42.5, configured=120) == 42.5
+    bounds = deployment_bounds(Scaling(max_replicas=4), 0.0, 30.0, floor=2, cold_start=150)
+    assert (bounds.down_window_s, bounds.min_replicas) == (300, 2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(1, 300), st.floats(0, 60), st.lists(st.tuples(st.floats(0.5, 20), loads), min_size=1, max_size=60))
+def test_a_replica_started_for_load_serves_at_least_one_cold_start_before_it_is_scaled_away(cold, configured, steps):
+    """With k = 2: started at t, ready at t + cold, not removed before t + 2 cold (a full cold start of service)."""
+    b = deployment_bounds(Scaling(min_replicas=1, max_replicas=8, target_concurrency=4, idle_window_s=3600),
+                          0.0, configured, cold_start=cold)
+    policy, now, current, raised_at = ReplicaPolicy(b, now=0), 0.0, 1, {}
+    for dt, load in steps:
+        now += dt
+        new = policy.recommend(now, load, current)
+        for count in range(current + 1, new + 1):
+            raised_at[count] = now  # the replica that makes ``count`` started now
+        for count in range(new + 1, current + 1):
+            assert now - raised_at.get(count, -1e9) >= COLD_STARTS_PER_DOWN_WINDOW * cold
+        current = new
+
+
+def test_a_dead_replica_is_decided_for_as_if_it_still_ran():
+    policy = ReplicaPolicy(Bounds(0, 5, 1, idle_window_s=600, down_window_s=60), now=0)
+    window = CompletionWindow(10)
+    assert decide(policy, window, 0, 4, 0, current=1) == 4  # load asked for 4
+    assert decide(policy, window, 10, 1, 0, current=4) == 4  # load fell: the window holds 4
+    # one of the four died: 3 live, and the load alone would say 1 (held at 3 by the window); it goes back to 4
+    assert decide(policy, window, 11, 1, 0, current=3, lost=1) == 4
+    assert decision_reason(4, current=3, lost=1) == "replace"
+    assert decide(policy, window, 80, 1, 0, current=3, lost=1) == 1  # past the window: no replacement, down to 1
+
+
+@pytest.mark.parametrize("desired, current, lost, floor, expected", [
+    (0, 1, 1, 0, "idle"),
+    (2, 1, 1, 0, "replace"),
+    (3, 1, 1, 0, "load"),  # more than ran before the death: load asked for it
+    (2, 1, 0, 2, "floor"),
+    (2, 1, 0, 0, "load"),
+    (1, 2, 0, 0, "load"),
+])
+def test_decision_reasons(desired, current, lost, floor, expected):
+    assert decision_reason(desired, current, lost, floor) == expected

@@ -3,7 +3,9 @@
 The simulator runs a varying trace; every input it gives the policy (completed
 calls, in flight, queued, replicas running, the time) is recorded and fed to
 the real ``Autoscaler`` (a recording target, a fake load board and clock), whose
-decisions must be the simulator's, tick for tick.
+decisions must be the simulator's, tick for tick. The gateway's cold start is
+the one it measured, which the simulator's model states: with the study LLM's
+150 s the scale-down window is 300 s on both sides, not the configured 30 s.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from compoundry.core.routing.route_view import RouteView
 from compoundry.scaling.autoscaler import Autoscaler
 from compoundry.sim.policies import build_plan
 from compoundry.sim.scenario import study_scenario
-from tests.fakes import NoCapacity, RecordingTarget
+from tests.scaling_fakes import MeasuredCapacity, MortalTarget
 
 NAME, DEPLOYMENT = "dialogue-llm", "dialogue-llm-v1"
 
@@ -72,8 +74,9 @@ def test_the_live_autoscaler_decides_what_the_simulator_decided(monkeypatch):
     config = SimpleNamespace(components={NAME: component}, pipelines={})
     settings = SimpleNamespace(tick_s=scenario.tick_s, window_s=scenario.window_s, up_stabilization_s=0.0,
                                down_stabilization_s=scenario.down_stabilization_s)
-    target = RecordingTarget()
-    scaler = Autoscaler(routes, board, lambda: config, target, NoCapacity(), settings, clock=lambda: now[0])
+    target = MortalTarget()
+    measured = MeasuredCapacity({NAME: scenario.models[NAME].cold_start_s})
+    scaler = Autoscaler(routes, board, lambda: config, target, measured, settings, clock=lambda: now[0])
 
     async def replay():
         target.live[DEPLOYMENT] = 1
@@ -91,6 +94,24 @@ def test_the_live_autoscaler_decides_what_the_simulator_decided(monkeypatch):
             await asyncio.gather(*scaler._actions.values())
             live_decisions.append(target.calls[-1][1] if len(target.calls) > before else current)
         await scaler.stop()
-        return live_decisions
+        return live_decisions, scaler.describe()["deployments"][DEPLOYMENT]
 
-    assert asyncio.run(replay()) == [d[4] for d in decisions]
+    live_decisions, shown = asyncio.run(replay())
+    assert live_decisions == [d[4] for d in decisions]
+    assert shown["down_stabilization_s"] == 2 * scenario.models[NAME].cold_start_s == 300
+    assert shown["cold_start_source"] == "measured"
+
+
+def test_a_simulated_replica_lives_two_cold_starts_after_it_was_asked_for(monkeypatch):
+    """Every scale-down comes 300 s (2 x the LLM's 150 s cold start) or more after the count last rose above
+    the new level: a replica asked for serves at least a cold start after it is ready, not the configured 30 s."""
+    scenario, _component, decisions, _adds = _simulated(monkeypatch)
+    assert scenario.down_stabilization_s == 30
+    ups, downs = [], 0
+    for at, _f, _q, current, desired, _n in decisions:
+        if desired > current:
+            ups.append((at, desired))
+        elif desired < current:
+            downs += 1
+            assert at - max(u for u, level in ups if level > desired) >= 2 * scenario.models[NAME].cold_start_s
+    assert downs >= 2

@@ -9,8 +9,13 @@ flight and queued right now, if that is more), and each replica carries
 
 Two stabilisation windows keep the count from flapping, as Kubernetes' HPA
 does: a scale-up takes the *lowest* recommendation of the up window (0 s by
-default: react at once), a scale-down the *highest* of the down window. Scale
-to zero needs a full ``idle_window_s`` with no arrival and nothing in flight.
+default: react at once), a scale-down the *highest* of the down window. The
+down window is never shorter than ``COLD_STARTS_PER_DOWN_WINDOW`` cold starts
+of the component (``down_window_s``), so a slow model is not scaled away
+about when its new replica has finished loading. Scale to zero needs a full
+``idle_window_s`` with no arrival and nothing in flight. A replica that died
+is not a scale-down: ``decide`` takes the count that ran before it died, and
+``decision_reason`` calls what brings the count back a replacement.
 The clock is the caller's ``now``: nothing here reads time or does I/O.
 """
 
@@ -22,6 +27,10 @@ from dataclasses import dataclass
 
 #: A request held for a cold start counts as queued demand for this many decision ticks.
 DEMAND_TTL_TICKS = 3
+#: k: the scale-down window spans at least this many cold starts (ADR 0032). A replica started for a
+#: recommendation that fell at once is ready one cold start later; with k = 2 it then still serves for
+#: at least one more cold start before the window lets it go (k = 1 would remove it as it became ready).
+COLD_STARTS_PER_DOWN_WINDOW = 2.0
 
 
 @dataclass(frozen=True)
@@ -167,20 +176,54 @@ class CompletionWindow:
         return Load(self._count / span, in_flight, queued, self._service / self._count)
 
 
-def deployment_bounds(scaling, up_window_s: float, down_window_s: float, floor: int = 0) -> Bounds:
-    """A component's ``scaling:`` settings as bounds, raised by a warm-up ``floor`` (0: none)."""
+def cold_start_s(measured: float | None, configured: float) -> float:
+    """A component's cold start for stabilisation: its measured seconds to ready when known, else the
+    configured ``timeouts.cold_start_s`` (an upper bound: a replica slower than that failed)."""
+    return configured if measured is None else measured
+
+
+def down_window_s(configured_s: float, cold_start: float, k: float = COLD_STARTS_PER_DOWN_WINDOW) -> float:
+    """The effective scale-down stabilisation: ``autoscaler.down_stabilization_s``, never under k cold starts."""
+    return max(configured_s, k * cold_start)
+
+
+def deployment_bounds(scaling, up_window_s: float, down_stabilization_s: float, floor: int = 0, *,
+                      cold_start: float) -> Bounds:
+    """A component's ``scaling:`` settings as bounds, raised by a warm-up ``floor`` (0: none).
+
+    ``down_stabilization_s`` is the configured window; the bounds carry the effective one
+    (``down_window_s`` with the component's ``cold_start`` seconds).
+    """
     bounds = Bounds(scaling.min_replicas, scaling.max_replicas, scaling.target_concurrency, scaling.idle_window_s,
-                    up_window_s, down_window_s)
+                    up_window_s, down_window_s(down_stabilization_s, cold_start))
     return bounds.with_floor(floor) if floor else bounds
 
 
 def decide(policy: ReplicaPolicy, window: CompletionWindow, now: float, in_flight: int, queued: int,
-           current: int, held: bool = False) -> int:
+           current: int, held: bool = False, lost: int = 0) -> int:
     """One tick's replica count for one deployment, exactly as the gateway's autoscaler takes it.
 
     ``held``: a request waited for this deployment within the last few ticks
-    (it counts as one more queued call). The simulator calls this too, so the
-    same observed inputs give the same decision live and simulated.
+    (it counts as one more queued call). ``lost``: replicas found dead since
+    the last decision, no longer in ``current``; the policy decides for the
+    count that ran before they died, so a death never reads as a scale-down and
+    what the result exceeds ``current`` by is started at once. The simulator
+    calls this too, so the same observed inputs give the same decision live and
+    simulated.
     """
     load = window.load(now, in_flight, queued + (1 if held else 0))
-    return policy.recommend(now, load, current)
+    return policy.recommend(now, load, current + lost)
+
+
+def decision_reason(desired: int, current: int, lost: int = 0, floor: int = 0) -> str:
+    """Why ``decide`` moved the count from ``current`` (live) to ``desired``, for the scaling events.
+
+    ``replace``: replicas died and the count goes back up without load asking
+    for more than ran before; ``floor``: a warm-up floor raised it; ``idle``:
+    to zero; ``load`` otherwise.
+    """
+    if desired == 0:
+        return "idle"
+    if lost and current < desired <= current + lost:
+        return "replace"
+    return "floor" if current < desired <= floor else "load"

@@ -186,6 +186,10 @@ class BentoCloudTarget:
         return sum(1 for pod in self.list_pods(name, self.cluster)
                    if pod.status.phase in ("Pending", "Running") and pod.pod_status.status != "Terminating")
 
+    def lost(self, deployment_id: str) -> int:
+        """Always 0: the platform's own controller replaces a dead replica."""
+        return 0
+
     def remove(self, deployment_id: str) -> None:
         """Terminate (replicas drain and stop), then delete the deployment record; absent is fine."""
         name = deployment_name(deployment_id)

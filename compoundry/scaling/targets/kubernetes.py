@@ -307,6 +307,10 @@ class KubernetesTarget:
         return sum(1 for p in pods.get("items", []) if not p["metadata"].get("deletionTimestamp")
                    and p.get("status", {}).get("phase") not in ("Succeeded", "Failed"))
 
+    def lost(self, deployment_id: str) -> int:
+        """Always 0: the platform's own controller replaces a dead replica."""
+        return 0
+
     @staticmethod
     def _key(manifest: dict) -> str:
         return "KnativeService" if manifest["apiVersion"].startswith(KNATIVE[0]) else manifest["kind"]

@@ -7,8 +7,10 @@ it READY; gateways route READY replicas only). A replica to remove is first
 marked DRAINING, so gateways stop sending it requests at their next route
 refresh; ``drain(url, timeout_s)`` then waits for its in-flight requests, and
 only then is it stopped (SIGTERM, which BentoML's server answers by finishing
-what it has). A replica whose process died is marked FAILED, so the
-autoscaler replaces it.
+what it has). A replica whose process died is marked FAILED (out of routing,
+its lifetime ended), whatever it left of its process group is killed, and a
+ready one is reported by ``lost`` once, so the autoscaler replaces it at its
+next tick instead of waiting for load to ask.
 """
 
 from __future__ import annotations
@@ -26,10 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 from bentos.build import serve_command
 from compoundry.config.loader import load_config
-from compoundry.host.processes import log_tail, pid_alive, port_free, stop_process_group
+from compoundry.host.processes import (
+    group_members,
+    log_tail,
+    pid_alive,
+    port_free,
+    reap,
+    stop_process_group,
+)
 from compoundry.scaling.targets.protocol import ScalingSpec
 from compoundry.store import DeploymentStatus, PlatformStore
 from compoundry.store.capacity import CapacityStore, ReplicaRow
@@ -93,6 +103,9 @@ class LocalTarget:
         self.store = store
         self.capacity = CapacityStore(store)
         self.drain = drain or (lambda url, timeout_s: None)
+        self._lock = threading.Lock()
+        self._dead: set[str] = set()  # replica ids already found dead (``live`` runs in several threads)
+        self._lost: dict[str, int] = {}  # deployment -> ready replicas found dead, not yet taken by ``lost``
 
     # --- the ScalerTarget protocol ---------------------------------------------------------
     def apply(self, spec: ScalingSpec) -> None:
@@ -100,6 +113,10 @@ class LocalTarget:
 
     def replicas(self, deployment_id: str) -> int:
         return len(self.live(deployment_id))
+
+    def lost(self, deployment_id: str) -> int:
+        with self._lock:
+            return self._lost.pop(deployment_id, 0)
 
     def set_replicas(self, spec: ScalingSpec, replicas: int) -> int:
         """Converge to ``replicas`` live replicas; blocks until new ones are ready or removed ones drained.
@@ -205,11 +222,29 @@ class LocalTarget:
         alive = []
         for row in rows:
             if row.pid is not None and not pid_alive(row.pid):
-                log.warning("replica %s (pid %s) died; marking it failed", row.id, row.pid)
-                self.store.set_replica_status(row.id, DeploymentStatus.FAILED)
+                self._bury(row)
                 continue
             alive.append(row)
         return alive
+
+    def _bury(self, row: ReplicaRow) -> None:
+        """A replica whose process is gone: out of routing, leftovers of its group killed, counted once if it
+        was serving (one that dies while starting is the start-up's failure, reported by ``start_all``)."""
+        with self._lock:
+            first = row.id not in self._dead
+            self._dead.add(row.id)
+            if first and row.status == DeploymentStatus.READY.value:
+                self._lost[row.deployment_id] = self._lost.get(row.deployment_id, 0) + 1
+        if not first:
+            return
+        log.warning("replica %s (pid %s) died; marking it failed", row.id, row.pid)
+        self.store.set_replica_status(row.id, DeploymentStatus.FAILED)
+        reap(row.pid)  # our child: no zombie stays behind
+        for orphan in group_members(row.pid):  # workers that outlived their server still hold memory
+            try:
+                orphan.kill()
+            except psutil.Error:
+                pass
 
     def _reserve_port(self, replica_id: str, deployment_id: str) -> str:
         """Pick a free port and record the replica on it, atomically across flow-run processes.

@@ -68,5 +68,9 @@ class ScalerTarget(Protocol):
     def replicas(self, deployment_id: str) -> int:
         """Replicas starting or ready."""
 
+    def lost(self, deployment_id: str) -> int:
+        """Ready replicas found dead since the last call (taken out of routing), each reported once: the
+        autoscaler replaces them at once. 0 where the platform replaces dead replicas itself."""
+
     def remove(self, deployment_id: str) -> None:
         """Drain and delete the deployment."""
