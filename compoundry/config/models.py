@@ -72,6 +72,22 @@ class Breaker(Strict):
     cooldown_s: PositiveFloat = Field(15, description="how long the breaker stays open before a trial call")
 
 
+class Limits(Strict):
+    """Bounded work per call, checked at the gateway before any replica sees the inputs (defaults follow
+    OpenAI's embeddings API: 2,048 inputs, ~8k tokens per text)."""
+
+    max_inputs: PositiveInt = Field(2048, description="items in any list of a call's inputs (texts, rows, "
+                                                      "messages); more gets 413")
+    max_chars: PositiveInt = Field(32768, description="characters in any one string of a call's inputs; "
+                                                      "more gets 413")
+    max_tokens: PositiveInt = Field(8192, description="completion tokens one call may ask for (max_tokens); "
+                                                      "more gets 400")
+    abandoned_busy_s: NonNegativeFloat = Field(
+        30.0, description="after the gateway gives up on a call (timeout), how long it still counts the call "
+                          "on its replica (for balancing and scaling) while waiting for the replica to finish; "
+                          "0 closes the connection at once (for servers that stop work when it closes)")
+
+
 class Prices(Strict):
     replica_hour: NonNegativeFloat = Field(0.0, description="cost of one replica for one hour")
     per_call: NonNegativeFloat = Field(0.0, description="cost of one invocation")
@@ -151,6 +167,7 @@ class Component(Strict):
     timeouts: Timeouts = Timeouts()
     breaker: Breaker = Breaker()
     prices: Prices = Prices()
+    limits: Limits = Limits()
     engine_options: dict[str, Any] = Field(default_factory=dict, description="passed to the Bento as JSON")
     serverless: Serverless | None = Field(None, description="an external endpoint for serverless traffic: "
                                                             "always in mode serverless, on spill-over in auto")

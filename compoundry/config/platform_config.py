@@ -48,8 +48,9 @@ class GatewaySettings(Strict):
     cold_start_hold_s: ColdStartHold = ColdStartHold()
     max_attempts: int = Field(2, ge=1, le=5, description="tries per call; retries only transport failures "
                                                           "on another replica")
-    replica_concurrency: int | None = Field(None, ge=1, description="in-flight requests per replica; "
-                                                                    "null: unlimited")
+    replica_concurrency: int | None = Field(32, ge=1, description="in-flight requests per replica and gateway "
+                                                                  "process (calls the gateway gave up on "
+                                                                  "included); null: unlimited")
     queue_capacity: int = Field(256, ge=1, description="requests that may wait per component lane")
     shadow_max_in_flight: int = Field(64, ge=0, description="mirrored (shadow) calls in flight per gateway; "
                                                             "beyond this a mirror is skipped, never queued")
@@ -69,8 +70,9 @@ class AutoscalerSettings(Strict):
     tick_s: float = Field(1.0, gt=0, description="how often each deployment's replica count is decided")
     window_s: float = Field(10.0, gt=0, description="arrival rate and latency are measured over this window")
     up_stabilization_s: float = Field(0.0, ge=0, description="a scale-up needs its recommendation held this long")
-    down_stabilization_s: float = Field(30.0, ge=0, description="a scale-down waits until no higher "
-                                                                "recommendation was made for this long")
+    down_stabilization_s: float = Field(30.0, ge=0, description="the shortest scale-down window: a scale-down "
+                                                                "waits until no higher recommendation was made for "
+                                                                "max(this, 2 x the component's cold start)")
 
 
 class KubernetesTargetSettings(Strict):

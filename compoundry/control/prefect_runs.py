@@ -47,17 +47,17 @@ async def start_flow_run(api_url: str, deployment: str, parameters: dict, *, tag
 
 
 async def start_deploy_runs(store: PlatformStore, requests: list[DeployRequest], api_url: str) -> list[StartedRun]:
-    """A ``deploy-model-version`` run per request this caller claims first."""
+    """A ``deploy-model-version`` run per request this caller claims first, carrying the claim's intent."""
     started = []
     for request in requests:
-        claimed = await asyncio.to_thread(
+        intent = await asyncio.to_thread(
             store.claim_deploy, request.model_name, request.version, request.reason, request.source
         )
-        if not claimed:
+        if not intent:
             started.append(StartedRun(request, None))
             continue
         try:
-            run = await start_flow_run(api_url, DEPLOY_DEPLOYMENT, request.parameters,
+            run = await start_flow_run(api_url, DEPLOY_DEPLOYMENT, request.parameters | {"intent": intent},
                                        tags=["compoundry", f"component:{request.component}",
                                              f"source:{request.source}"])
         except Exception:

@@ -55,7 +55,7 @@ class DeployRequest:
     @property
     def parameters(self) -> dict[str, str]:
         params = {"model_name": self.model_name, "version": self.version, "component": self.component,
-                  "source": self.source}
+                  "source": self.source, "trigger": trigger_of(self.reason)}
         return params | ({"variant": self.variant} if self.variant else {})
 
 
@@ -119,7 +119,11 @@ def on_poll(model_name: str, latest_version: str | None, latest_tags: Mapping[st
 
 
 def _newer(version: str, routed: str | None) -> bool:
-    return routed is None or int(version) > int(routed)
+    return routed is None or _number(version) > _number(routed)
+
+
+def _number(version: str) -> int:
+    return int(version) if str(version).isdigit() else -1
 
 
 def _unique(requests: list[DeployRequest]) -> list[DeployRequest]:
@@ -130,3 +134,59 @@ def _unique(requests: list[DeployRequest]) -> list[DeployRequest]:
             seen.add(key)
             out.append(r)
     return out
+
+
+# --- intent ordering: which deploy may switch a route ----------------------------------------------
+#: What started a deploy, from its claim reason: a registration, an alias move, or an operator's command.
+VERSION, ALIAS, MANUAL = "version", "alias", "manual"
+
+
+def trigger_of(reason: str) -> str:
+    """``version`` for a new registration, ``alias`` for an alias move (serving or variant), else ``manual``."""
+    if reason == "version":
+        return VERSION
+    if reason.startswith("alias:") or ":alias:" in reason:
+        return ALIAS
+    return MANUAL
+
+
+@dataclass(frozen=True)
+class RouteIntent:
+    """What a route serves now and the intent (claim sequence) of the deploy that set it (0: before intents)."""
+
+    version: str | None
+    intent: int
+    trigger: str = MANUAL  # what asked for the deploy that set it
+
+
+@dataclass(frozen=True)
+class DeployIntent:
+    version: str
+    sequence: int
+    trigger: str  # VERSION | ALIAS | MANUAL
+
+
+def superseded_by(ours: DeployIntent, route: RouteIntent, alias_now: str | None,
+                  alias_at_start: str | None) -> str | None:
+    """``None`` when this deploy may switch the route (and move the alias); otherwise why it must not.
+
+    Checked under the component's deploy lock, just before the switch, so the last command wins:
+
+    - a route set by a newer intent is never replaced (between two registrations the version number
+      decides, not the order their webhooks arrived in);
+    - a deploy started by an alias move commits only while the alias still points at its version;
+    - any other deploy never moves an alias someone else moved since it started (a deploy flow moves the
+      route and the alias together, so an alias that equals the route was moved by a flow, not a person);
+    - a registration never replaces a newer version: only an alias (or an operator's deploy) goes back.
+    """
+    if route.intent > ours.sequence and not (ours.trigger == VERSION == route.trigger):
+        return f"a newer intent (#{route.intent}) already routed v{route.version}"
+    if ours.trigger == ALIAS:
+        if alias_now != ours.version:
+            return f"the alias moved on to v{alias_now} after this deploy was asked for"
+        return None
+    if alias_now not in (alias_at_start, route.version, ours.version):
+        return f"the alias was moved to v{alias_now} after this deploy started"
+    if ours.trigger == VERSION and route.version is not None and _newer(route.version, ours.version):
+        return f"v{route.version} is newer; an older version replaces it only when an alias says so"
+    return None

@@ -54,4 +54,7 @@ def cost_report(since: str | None = None, until: str | None = None, hours: float
         create_table_artifact(key=f"cost-{name.replace('_', '-')}", table=report.tables[name].to_dict("records"),
                               description=f"{name.replace('_', ' ')}, {report.name}")
     logger.info("cost report %s: total %.4f, written to %s", report.name, report.totals["actual"], target.location)
+    for kind, names in sorted(report.retired.items()):
+        if names:  # no longer configured: costed as when they ran, flagged in the tables (docs/cost-reports.md)
+            logger.info("retired %ss in this window: %s", kind, ", ".join(sorted(names)))
     return {"name": report.name, "location": target.location, "totals": report.totals, "files": written}

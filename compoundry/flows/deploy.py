@@ -1,8 +1,9 @@
 """`deploy-model-version`: registry version → running, routed replica.
 
-resolve → check signature → build Bento → start replica → wait ready →
-smoke prediction on the new replica → switch route (blue/green) → drain and
-stop the old deployment → set the alias → emit an event. A failure at any step
+resolve → check signature → build Bento → [take the component's deploy lease →
+is it still wanted → start replicas → wait ready → smoke prediction → still
+wanted → switch route (blue/green) → set the alias] → drain and stop the old
+deployment → emit an event. A failure at any step
 fails the flow run with a readable reason and leaves the previous route
 serving: the route switch is the last thing that can fail before traffic moves.
 """
@@ -24,6 +25,12 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from bentos.build import build_bento
+from compoundry.core.deploy_decisions import (
+    MANUAL,
+    DeployIntent,
+    superseded_by,
+    watched_components,
+)
 from compoundry.flows.context import local_target, platform_context, store_for
 from compoundry.gates.evaluation import (
     EvaluationSuiteError,
@@ -32,11 +39,17 @@ from compoundry.gates.evaluation import (
 )
 from compoundry.gates.prefect_artifacts import publish_gate
 from compoundry.registry.demo_models import smoke_input
-from compoundry.registry.model_store import ModelStore, ModelVersionInfo
+from compoundry.registry.model_store import ModelNotFound, ModelStore, ModelVersionInfo
 from compoundry.scaling.targets.local import Launch, ReplicaFailed, ReplicaHandle
 from compoundry.store import DeploymentStatus
 from compoundry.store.capacity import CapacityStore
+from compoundry.store.leases import Leases
 from compoundry.store.refresh import propagation_s
+
+#: A deploy holds its component's lease while it runs (renewed every third of the TTL, so a killed run frees
+#: it within the TTL); a second deploy of the component waits up to LEASE_WAIT_S for it.
+LEASE_TTL_S = 60.0
+LEASE_WAIT_S = 1800.0
 
 
 class DeployError(RuntimeError):
@@ -130,14 +143,35 @@ def smoke_prediction(replica: ReplicaHandle, inputs: dict, timeout_s: float) -> 
     return {"output_preview": str(response.json())[:300], "model_load_s": info.get("model_load_s")}
 
 
+@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=2, task_run_name="read alias {alias}")
+def read_alias(tracking_uri: str, model_name: str, alias: str | None) -> str | None:
+    """The version ``alias`` points at now (``None``: no such alias, or no alias governs this route)."""
+    if alias is None:
+        return None
+    try:
+        return ModelStore(tracking_uri).by_alias(model_name, alias).version
+    except ModelNotFound:
+        return None
+
+
+@task(cache_policy=NO_CACHE, task_run_name="is v{version} still wanted")
+def check_intent(database_url: str, tracking_uri: str, component: str, variant: str | None, model_name: str,
+                 version: str, intent: int, trigger: str, alias: str | None, alias_at_start: str | None) -> str | None:
+    """Why this deploy is superseded (a newer intent routed, the alias moved on, an older version), or None."""
+    route = store_for(database_url).route_intent(component, variant)
+    alias_now = read_alias.fn(tracking_uri, model_name, alias)
+    return superseded_by(DeployIntent(version, intent, trigger), route, alias_now, alias_at_start)
+
+
 @task(cache_policy=NO_CACHE, task_run_name="switch route of {component}")
-def switch_route(database_url: str, component: str, deployment_id: str, variant: str | None = None) -> str | None:
+def switch_route(database_url: str, component: str, deployment_id: str, variant: str | None = None,
+                 intent: int = 0, trigger: str = MANUAL) -> str | None:
     """Point the component's serving route (or, with ``variant``, that experiment variant's route) here."""
     store = store_for(database_url)
     store.update_deployment(deployment_id, status=DeploymentStatus.READY)
     if variant:
-        return store.set_variant_route(component, variant, deployment_id)
-    return store.set_route(component, deployment_id)
+        return store.set_variant_route(component, variant, deployment_id, intent, trigger)
+    return store.set_route(component, deployment_id, intent, trigger)
 
 
 @task(cache_policy=NO_CACHE, task_run_name="drain {deployment_id}")
@@ -155,49 +189,78 @@ def set_alias(tracking_uri: str, model_name: str, alias: str, version: str) -> N
 
 @flow(name="deploy-model-version", flow_run_name="deploy {model_name} v{version}", log_prints=True)
 def deploy_model_version(model_name: str, version: str, component: str | None = None,
-                         source: str = "manual", set_serving_alias: bool = True, variant: str | None = None) -> dict:
+                         source: str = "manual", set_serving_alias: bool = True, variant: str | None = None,
+                         intent: int | None = None, trigger: str = MANUAL) -> dict:
     """Deploy one registered model version as the serving deployment of its component, or with ``variant``
-    as the route of that experiment variant (the serving route and the MLflow aliases stay as they are)."""
+    as the route of that experiment variant (the serving route and the MLflow aliases stay as they are).
+
+    ``intent`` is the deploy's claim sequence (runs started by hand get one here) and ``trigger`` what asked
+    for it (``version``, ``alias`` or ``manual``). Deploys of one component hold its deploy lease from the
+    replica start to the alias move, and switch the route only if no newer command overtook them
+    (:func:`compoundry.core.deploy_decisions.superseded_by`); an overtaken deploy ends ``superseded``.
+    """
     logger = get_run_logger()
     ctx = platform_context()
     settings, config, store = ctx.settings, ctx.config, ctx.store
     component = component or _component_for(config, model_name)
     comp = config.components[component]
     started = time.monotonic()
+    version = str(version)
+    run_id = str(flow_run.get_id() or uuid.uuid4().hex)
+    if intent is None:
+        intent = store.claim_deploy(model_name, version, f"run:{run_id}", source) or 0
+    alias = _governing_alias(config, component, variant)
+    alias_at_start = read_alias(settings.mlflow_url, model_name, alias)
+    ordering = (settings.database_url, settings.mlflow_url, component, variant, model_name, version, intent, trigger,
+                alias, alias_at_start)
 
-    info = resolve_version(settings.mlflow_url, model_name, str(version))
+    info = resolve_version(settings.mlflow_url, model_name, version)
     signature = check_model(settings.mlflow_url, info, comp.engine)
     gate = evaluation_gate(settings.mlflow_url, info, component, comp.evaluation)
-    labels = {"component": component, "model": model_name, "version": str(version)}
+    labels = {"component": component, "model": model_name, "version": version}
     bento_tag = build(comp.engine, labels, str(settings.bentoml_home))
 
     deployment_id = f"{component}-{variant + '-' if variant else ''}v{version}-{uuid.uuid4().hex[:6]}"
-    store.add_deployment(deployment_id, component, model_name, str(version), comp.engine,
-                         flow_run_id=str(flow_run.get_id() or ""))
-    store.update_deployment(deployment_id, bento_tag=bento_tag)
-    try:
-        count = replicas_to_start(store, component, variant, comp.scaling)
-        replicas, waited = start_replicas(deployment_id, bento_tag, info.uri, comp.engine_options,
-                                          comp.timeouts.cold_start_s, count)
-        replica = replicas[0]
-        smoke = smoke_prediction(replica, smoke_input(comp.engine, model_name), comp.timeouts.request_s * 3)
-        store.update_deployment(deployment_id, load_time_s=smoke["model_load_s"])
-        previous = switch_route(settings.database_url, component, deployment_id, variant)
-    except Exception as exc:
-        store.update_deployment(deployment_id, status=DeploymentStatus.FAILED, error=str(exc)[:2000])
-        local_target().stop_deployment(deployment_id, grace_s=2)
-        store.update_deployment(deployment_id, status=DeploymentStatus.FAILED)
-        logger.error("deploy of %s v%s failed; the previous route keeps serving: %s", model_name, version, exc)
-        raise
+    lease = Leases(store).held(f"deploy:{component}", deployment_id, ttl_s=LEASE_TTL_S, wait_s=LEASE_WAIT_S,
+                               on_wait=lambda holder: logger.info("waiting for %s's deploy lease, held by %s",
+                                                                  component, holder))
+    with lease:
+        superseded = check_intent(*ordering)
+        if superseded is None:
+            store.add_deployment(deployment_id, component, model_name, version, comp.engine, flow_run_id=run_id)
+            store.update_deployment(deployment_id, bento_tag=bento_tag)
+            try:
+                count = replicas_to_start(store, component, variant, comp.scaling)
+                replicas, waited = start_replicas(deployment_id, bento_tag, info.uri, comp.engine_options,
+                                                  comp.timeouts.cold_start_s, count)
+                smoke = smoke_prediction(replicas[0], smoke_input(comp.engine, model_name),
+                                         comp.timeouts.request_s * 3)
+                store.update_deployment(deployment_id, load_time_s=smoke["model_load_s"])
+                superseded = check_intent(*ordering)
+                if superseded is None:
+                    previous = switch_route(settings.database_url, component, deployment_id, variant, intent,
+                                            trigger)
+                    if set_serving_alias and not variant:
+                        set_alias(settings.mlflow_url, model_name, comp.alias, version)
+            except Exception as exc:
+                _abandon(store, deployment_id, DeploymentStatus.FAILED, str(exc))
+                logger.error("deploy of %s v%s failed; the previous route keeps serving: %s", model_name, version,
+                             exc)
+                raise
+            if superseded is not None:
+                _abandon(store, deployment_id, DeploymentStatus.SUPERSEDED, superseded)
+    if superseded is not None:
+        store.release_intent(intent)
+        logger.warning("deploy of %s v%s superseded, the route stays as it is: %s", model_name, version, superseded)
+        return {"component": component, "variant": variant, "deployment": None, "model": model_name,
+                "version": version, "superseded": superseded, "intent": intent, "source": source}
     if previous:
         drain_old(previous)
-    if set_serving_alias and not variant:
-        set_alias(settings.mlflow_url, model_name, comp.alias, str(version))
 
     result = {
         "component": component, "variant": variant, "deployment": deployment_id, "model": model_name,
-        "version": str(version),
-        "bento": bento_tag, "replica": replica.url, "replicas": len(replicas), "replica_ready_s": round(waited, 2),
+        "version": version, "intent": intent,
+        "bento": bento_tag, "replica": replicas[0].url, "replicas": len(replicas), "replica_ready_s": round(waited, 2),
         "model_load_s": smoke["model_load_s"], "replaced": previous, "source": source,
         "total_s": round(time.monotonic() - started, 2), "signature": signature, "evaluation_gate": gate,
     }
@@ -212,8 +275,23 @@ def deploy_model_version(model_name: str, version: str, component: str | None = 
     create_markdown_artifact(key=f"deploy-{component}", markdown=_summary(result),
                              description=f"{component} now serves {model_name} v{version}")
     logger.info("%s%s serves %s v%s from %s", component, f" (variant {variant})" if variant else "", model_name,
-                version, replica.url)
+                version, replicas[0].url)
     return result
+
+
+def _abandon(store, deployment_id: str, status: DeploymentStatus, reason: str) -> None:
+    """Stop a deployment that will not be routed and say why (the previous route keeps serving)."""
+    store.update_deployment(deployment_id, status=status, error=reason[:2000])
+    local_target().stop_deployment(deployment_id, grace_s=2)
+    store.update_deployment(deployment_id, status=status)
+
+
+def _governing_alias(config, component: str, variant: str | None) -> str | None:
+    """The alias whose position this route follows: the component's, or its experiment variant's (if any)."""
+    if variant is None:
+        return config.components[component].alias
+    watched = next(w for w in watched_components(config) if w.name == component)
+    return dict(watched.variant_aliases).get(variant)
 
 
 def _component_for(config, model_name: str) -> str:

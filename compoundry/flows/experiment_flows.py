@@ -78,9 +78,14 @@ def wait_for_variant(database_url: str, component: str, variant: str | None, ver
 
 def _deploy(ctx, request, timeout_s: float) -> str:
     """Run the deploy flow for a request unless another path has claimed it (then wait for that one)."""
-    if ctx.store.claim_deploy(request.model_name, request.version, request.reason, request.source):
+    intent = ctx.store.claim_deploy(request.model_name, request.version, request.reason, request.source)
+    if intent:
         result = deploy_model_version(request.model_name, request.version, component=request.component,
-                                      source=request.source, variant=request.variant)
+                                      source=request.source, variant=request.variant, intent=intent,
+                                      trigger=request.parameters["trigger"])
+        if result.get("superseded"):
+            raise ExperimentError(f"the deploy of {request.component} v{request.version} was superseded: "
+                                  f"{result['superseded']}")
         return result["deployment"]
     wait_for_variant(ctx.settings.database_url, request.component, request.variant, request.version, timeout_s)
     return "deployed elsewhere"

@@ -3,11 +3,14 @@ before a cost report may use them (issue 5, item 3b).
 
 Each rule says why in its ``description`` (shown in the gate's artifact). The
 suites are GE expectation objects, run by :func:`compoundry.gates.validate_frame`.
+
+The gate catches data bugs, not config changes: a component that is no longer
+in ``components.yaml`` is reported as retired (docs/decisions/0031), so the
+rules check a component *name's form*, never membership of today's config.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 
 import pandas as pd
@@ -17,14 +20,14 @@ from compoundry.core.costs.records import MODES
 LATENCY_CLASSES = ("interactive", "batch")
 OUTCOME_PATTERN = r"^(?:ok|fallback|shed|error:.+)$"
 TERMINAL = ("stopped", "failed")
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*$"  # a component name as the config allows it (compoundry.config.base.Name)
 
 
-def metering_expectations(components: Iterable[str], since: datetime, until: datetime) -> list:
-    """Rules for ``metering_records`` rows of ``[since, until)``; ``components`` are the priced ones."""
+def metering_expectations(since: datetime, until: datetime) -> list:
+    """Rules for ``metering_records`` rows of ``[since, until)``."""
     import great_expectations.expectations as gxe
     from great_expectations.expectations.row_conditions import Column
 
-    known = sorted(components)
     durations = [gxe.ExpectColumnValuesToBeBetween(
         column=c, min_value=0, description=f"{c} is a duration: a negative one is a clock or metering bug")
         for c in ("queue_ms", "cold_start_ms", "compute_ms")]
@@ -38,9 +41,9 @@ def metering_expectations(components: Iterable[str], since: datetime, until: dat
             column="pipeline_id", min_value=1, row_condition=Column("step").is_not_null(),
             description="a call made for a pipeline step must carry its pipeline id"),
         *durations, *counts,
-        gxe.ExpectColumnValuesToBeInSet(
-            column="component", value_set=known,
-            description="only components in components.yaml have prices; an unknown one cannot be costed"),
+        gxe.ExpectColumnValuesToNotBeNull(column="cost", description="every call was priced when it ran; a null "
+                                                                     "cost is a metering bug, not a free call"),
+        *_component_name(gxe),
         gxe.ExpectColumnValuesToBeInSet(
             column="mode", value_set=list(MODES), description="the mode decides the tariff"),
         gxe.ExpectColumnValuesToBeInSet(column="latency_class", value_set=list(LATENCY_CLASSES),
@@ -56,15 +59,13 @@ def metering_expectations(components: Iterable[str], since: datetime, until: dat
     ]
 
 
-def replica_expectations(components: Iterable[str]) -> list:
+def replica_expectations() -> list:
     """Rules for the replica lifetimes a report bills (replicas joined with their deployment's component)."""
     import great_expectations.expectations as gxe
     from great_expectations.expectations.row_conditions import Column
 
     return [
-        gxe.ExpectColumnValuesToBeInSet(
-            column="component", value_set=sorted(components),
-            description="only components in components.yaml have a replica_hour price"),
+        *_component_name(gxe),
         gxe.ExpectColumnValuesToNotBeNull(column="started_at", description="a lifetime needs its start"),
         gxe.ExpectColumnValuesToNotBeNull(
             column="stopped_at", row_condition=Column("status").is_in(list(TERMINAL)),
@@ -73,4 +74,14 @@ def replica_expectations(components: Iterable[str]) -> list:
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(
             column_A="stopped_at", column_B="started_at", or_equal=True, ignore_row_if="either_value_is_missing",
             description="a replica cannot stop before it started"),
+    ]
+
+
+def _component_name(gxe) -> list:
+    return [
+        gxe.ExpectColumnValuesToNotBeNull(column="component", description="every cost belongs to a component"),
+        gxe.ExpectColumnValuesToMatchRegex(
+            column="component", regex=NAME_PATTERN,
+            description="a component name as components.yaml spells one; a component no longer configured is "
+                        "reported as retired, not refused"),
     ]

@@ -55,7 +55,7 @@ from compoundry.gateway.executor import (
 )
 from compoundry.gateway.feedback import router as feedback_router
 from compoundry.gateway.load import LoadBoard
-from compoundry.gateway.metering_hook import metering_callback
+from compoundry.gateway.metering_hook import RequestMetering, metering_callback
 from compoundry.gateway.metrics import GatewayMetrics
 from compoundry.gateway.openai_api import router as openai_router
 from compoundry.gateway.reload import ConfigReloader, LiveConfig
@@ -138,8 +138,9 @@ class RequestContext:
     A pure ASGI middleware: cheaper than ``BaseHTTPMiddleware`` on the hot path.
     """
 
-    def __init__(self, app):
+    def __init__(self, app, metering: RequestMetering | None = None):
         self.app = app
+        self.metering = metering
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -151,16 +152,19 @@ class RequestContext:
             refusal = InvalidRequest("X-Request-Id must be 1-100 characters: letters, digits and . _ : - /",
                                      {"param": "X-Request-Id"})
             return await error_response(refusal, request_id)(scope, receive, send)
-        started = False
+        started = delivered = False
 
         async def send_with_id(message):
-            nonlocal started
+            nonlocal started, delivered
             if message["type"] == "http.response.start":
                 started = True
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
                 message = {**message, "headers": headers + [(b"x-request-id", request_id.encode("latin-1"))]}
             await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                delivered = True
 
+        held = self.metering.begin() if self.metering is not None else None
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
@@ -168,6 +172,9 @@ class RequestContext:
             if started:
                 raise
             await internal_error_response(request_id)(scope, receive, send)
+        finally:
+            if held is not None:
+                self.metering.end(held, delivered)
 
 
 def _header(scope, name: bytes) -> str | None:
@@ -269,7 +276,8 @@ def create_app(parts: GatewayParts) -> FastAPI:
     gateway_settings = settings.config.gateway
     app.add_middleware(Security, keys=keys, auth_required=gateway_settings.auth_required,
                        max_body_bytes=gateway_settings.max_body_bytes, body_timeout_s=gateway_settings.body_timeout_s)
-    app.add_middleware(RequestContext)  # outermost: the request id exists before any refusal
+    app.add_middleware(RequestContext, metering=RequestMetering(parts.metering_sink))  # outermost: the request id
+    # exists before any refusal, and metering knows whether the answer was sent
     _add_probe_routes(app)
     _add_prediction_routes(app)
     for router in (*parts.routers, openai_router, feedback_router):

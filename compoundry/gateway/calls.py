@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from compoundry.core.costs.history import attributed_pipeline
 from compoundry.gateway.errors import InvalidRequest
 
 
@@ -51,15 +52,22 @@ LATENCY_CLASSES = ("interactive", "batch")
 def context_from_request(request, default_class: str, pipeline: str | None = None,
                          deadline: float | None = None) -> CallContext:
     """The caller's context from the ``X-Latency-Class``, ``X-Pipeline-Id``, ``X-Session-Id`` and ``X-User-Id``
-    headers."""
+    headers.
+
+    ``pipeline`` is the pipeline the gateway runs itself and wins over the header. A client's
+    ``X-Pipeline-Id`` is metered only when it names a pipeline of the live config; any other value is
+    recorded as ``(unregistered)``, never as the client's free text (cost reports group by it).
+    """
     headers = request.headers
+    if pipeline is None:
+        pipeline = attributed_pipeline(headers.get("x-pipeline-id"), request.app.state.live.current.pipelines) or None
     latency_class = (headers.get("x-latency-class") or default_class).strip().lower()
     if latency_class not in LATENCY_CLASSES:
         raise InvalidRequest(f"X-Latency-Class must be one of {', '.join(LATENCY_CLASSES)}",
                              {"got": latency_class[:40]})
     principal = getattr(request.state, "principal", None)
     return CallContext(request_id=request.state.request_id, latency_class=latency_class, deadline=deadline,
-                       pipeline=headers.get("x-pipeline-id", pipeline), session=headers.get("x-session-id"),
+                       pipeline=pipeline, session=headers.get("x-session-id"),
                        user=headers.get("x-user-id"),
                        tenant=principal.tenant if principal else None)
 

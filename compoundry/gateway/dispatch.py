@@ -35,6 +35,7 @@ from compoundry.core.routing.modes import EXTERNAL, DedicatedState, choose_backe
 from compoundry.core.routing.retry import should_retry
 from compoundry.core.routing.route_view import RouteView
 from compoundry.core.routing.variants import VariantRouter
+from compoundry.gateway.abandoned import AbandonedCalls
 from compoundry.gateway.calls import CallContext, CallRecord, token_usage
 from compoundry.gateway.errors import (
     ComponentFailed,
@@ -46,6 +47,7 @@ from compoundry.gateway.errors import (
 )
 from compoundry.gateway.executor import ComponentReply
 from compoundry.gateway.external import external_backend, external_route
+from compoundry.gateway.limits import check_limits
 from compoundry.gateway.load import LoadBoard
 from compoundry.gateway.shadow import ShadowMirror
 from compoundry.store.refresh import RouteTable
@@ -87,6 +89,7 @@ class Dispatcher:
         self.variants = VariantRouter(experiments or _no_experiments)
         self.shadows = ShadowMirror(self._call_route, self._record, lambda: self.settings.shadow_max_in_flight,
                                     clock)
+        self.abandoned = AbandonedCalls()
 
     async def call(self, component: str, inputs: Any, timeout_s: float, ctx: CallContext,
                    path: str = "/invoke") -> ComponentReply:
@@ -99,6 +102,7 @@ class Dispatcher:
         started = self.clock()
         route, attempts, held_ms, variant = None, 0, 0.0, config.alias
         try:
+            check_limits(component, config.limits, inputs)
             external = self._external_if_chosen(component, config)
             if external is not None:
                 route = external_route(component, config, external)
@@ -131,8 +135,9 @@ class Dispatcher:
             self.shadows.send(route, config, inputs, replace(ctx, deadline=None), path, shadow)
 
     async def aclose(self) -> None:
-        """Cancel mirrored calls still in flight (at shutdown: nobody waits for their answers)."""
+        """Cancel mirrored and abandoned calls still in flight (at shutdown: nobody waits for their answers)."""
         await self.shadows.aclose()
+        await self.abandoned.aclose()
 
     # --- 0. mode: own replicas or the external serverless endpoint ------------------------
     def _external_if_chosen(self, component: str, config):
@@ -227,12 +232,12 @@ class Dispatcher:
         with _verdict(breaker, admission):
             try:
                 async with self._lane(route, config).slot(ctx.latency_class, deadline) if lane else nullcontext():
-                    return await self._attempts(route, inputs, timeout_s, ctx, path)
+                    return await self._attempts(route, inputs, timeout_s, ctx, path, config.limits.abandoned_busy_s)
             except Shed as shed:
                 raise _overloaded(route, shed) from None
 
     async def _attempts(self, route: RouteView, inputs: Any, timeout_s: float, ctx: CallContext,
-                        path: str) -> tuple[Any, int]:
+                        path: str, busy_s: float = 0.0) -> tuple[Any, int]:
         """Try the deployment's healthy replicas until one answers, retrying only what ``should_retry`` allows.
 
         A replica that keeps failing is ejected (``core.routing.outliers``) and skipped while the others
@@ -257,12 +262,8 @@ class Dispatcher:
             attempt += 1
             call_started = self.clock()
             try:
-                with balancer.hold(url):
-                    timeout = self._timeout(timeout_s, ctx)
-                    if path == "/invoke":
-                        output = await self.backend.invoke(url, inputs, timeout, route.component)
-                    else:
-                        output = await self.backend.post(url, path, inputs, timeout, route.component)
+                output = await self.abandoned.call(balancer, url, self._sender(url, path, inputs, route.component),
+                                                   self._timeout(timeout_s, ctx), busy_s, route.component)
             except (ComponentFailed, ComponentTimeout) as exc:
                 outliers.record_failure(url, self.clock(), peers=urls)
                 tried.add(url)
@@ -280,6 +281,7 @@ class Dispatcher:
         """Stream a replica's answer line by line (server-sent events), under the same hold, breaker,
         lane and balancer as :meth:`call`. Not retried: a stream may have delivered part of its answer."""
         config = self._config(component)
+        check_limits(component, config.limits, body)
         timeout = self._timeout(timeout_s, ctx)
         external = self._external_if_chosen(component, config)
         held = AsyncExitStack()  # the lane slot and the replica's in-flight count, for the stream's lifetime
@@ -318,6 +320,11 @@ class Dispatcher:
                         yield line
         finally:
             await held.aclose()
+
+    def _sender(self, url: str, path: str, inputs: Any, component: str):
+        if path == "/invoke":
+            return lambda timeout: self.backend.invoke(url, inputs, timeout, component)
+        return lambda timeout: self.backend.post(url, path, inputs, timeout, component)
 
     def _may_retry(self, exc: GatewayError, attempt: int, ctx: CallContext, call_s: float) -> bool:
         remaining = float("inf") if ctx.deadline is None else ctx.deadline - self.clock()

@@ -83,6 +83,13 @@ class InvalidInput(GatewayError):
     status, code = 400, "invalid_input"
 
 
+class LimitExceeded(InvalidInput):
+    """The call breaks its component's ``limits`` (too many inputs, too long a text: 413; too many tokens
+    asked for: 400); refused before any replica sees it. A pipeline reports it as its step's rejection."""
+
+    status, code = 413, "request_too_large"
+
+
 class ComponentFailed(GatewayError):
     """The replica answered 5xx or could not be reached."""
 

@@ -11,12 +11,13 @@ through the dispatcher: cold-start hold, breaker, balancing, retries.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compoundry.gateway.calls import context_from_request
 from compoundry.gateway.errors import InvalidRequest, NotFound
@@ -27,24 +28,53 @@ LLM_ENGINES = {"llm"}
 EMBEDDING_ENGINES = {"sentence-transformers"}
 
 
-class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    model: str = Field(description="a component name, e.g. dialogue-llm")
-    messages: list[dict[str, Any]]
+class _OpenAIBody(BaseModel):
+    """Fields every completion body shares, validated as OpenAI does (the rest passes through to the
+    replica, but never a NaN or an infinity, which no JSON parser on the other side accepts)."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     stream: bool = False
+    n: int = Field(1, ge=1, le=1, description="one choice per request (compoundry's llm Bento answers one)")
+    max_tokens: int | None = Field(None, ge=1, description="bounded above by the component's limits.max_tokens")
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _finite_extras(self):
+        where = _non_finite(self.model_extra or {}, "body")
+        if where:
+            raise ValueError(f"{where} is not a finite number (NaN and Infinity are not JSON)")
+        return self
 
 
-class CompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatCompletionRequest(_OpenAIBody):
+    model: str = Field(description="a component name, e.g. dialogue-llm")
+    messages: list[ChatMessage] = Field(min_length=1)
+
+
+class CompletionRequest(_OpenAIBody):
     model: str
     prompt: str
-    stream: bool = False
 
 
 class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str = Field(description="a component name, e.g. embedder")
     input: str | list[str]
+
+
+def _non_finite(value: Any, where: str) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return next((w for k, v in items if (w := _non_finite(v, f"{where}.{k}"))), None)
 
 
 @router.get("/v1/models", summary="Components, as OpenAI models (id = component name)")
@@ -59,12 +89,12 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 @router.post("/v1/chat/completions", summary="OpenAI chat completions, routed by component name")
 async def chat_completions(body: ChatCompletionRequest, request: Request):
-    return await _completion(request, body.model_dump(), "/v1/chat/completions")
+    return await _completion(request, body.model_dump(exclude_unset=True), "/v1/chat/completions")
 
 
 @router.post("/v1/completions", summary="OpenAI text completions, routed by component name")
 async def completions(body: CompletionRequest, request: Request):
-    return await _completion(request, body.model_dump(), "/v1/completions")
+    return await _completion(request, body.model_dump(exclude_unset=True), "/v1/completions")
 
 
 @router.post("/v1/embeddings", summary="OpenAI embeddings, routed by component name")

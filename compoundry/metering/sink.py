@@ -22,13 +22,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Self
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DataError, IntegrityError
 
 from compoundry.core.costs.records import RECORD_FIELDS, MeteringRecord, to_utc
+from compoundry.metering.spool import Spool
 from compoundry.store.tables import metering_table
 
 
@@ -63,7 +64,7 @@ class SinkStats:
 
 
 class _PartialFailure(Exception):
-    def __init__(self, remaining: list[MeteringRecord], cause: Exception):
+    def __init__(self, remaining: list[tuple[MeteringRecord, int]], cause: Exception):
         super().__init__(str(cause))
         self.remaining, self.cause = remaining, cause
 
@@ -81,7 +82,7 @@ class MeteringSink:
     def __init__(self, engine: sa.Engine | str, *, batch_size: int = 500, flush_interval_s: float = 1.0,
                  max_pending: int = 100_000, backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-                 start: bool = True):
+                 start: bool = True, spool: Spool | None = None):
         if batch_size < 1 or max_pending <= batch_size or flush_interval_s <= 0:
             raise ValueError("need batch_size >= 1, max_pending > batch_size, flush_interval_s > 0")
         self._owns_engine = isinstance(engine, str)
@@ -89,7 +90,8 @@ class MeteringSink:
         self.batch_size, self.flush_interval_s, self.max_pending = batch_size, flush_interval_s, max_pending
         self._backoff = (backoff_initial_s, backoff_max_s)
         self._clock, self._sleep = clock, sleep
-        self._buf: deque[MeteringRecord] = deque()
+        self._spool = spool
+        self._buf: deque[tuple[MeteringRecord, int]] = deque()  # (record, its spool segment; 0 without one)
         self._lock = threading.Lock()        # buffer + counters; held for O(1) on the hot path
         self._write_lock = threading.Lock()  # one writer at a time (thread, flush_now, close)
         self._wake = threading.Event()
@@ -111,19 +113,60 @@ class MeteringSink:
 
     # --- hot path ----------------------------------------------------------------
     def record(self, rec: MeteringRecord) -> None:
-        """Queue one record: O(1), no I/O, never raises. Past the bound the oldest buffered one is dropped."""
+        """Queue one record: O(1), never raises; with a spool, one ``write`` to it first. Past the bound the
+        oldest buffered one is dropped (it stays in the spool, for the next start to recover)."""
         with self._lock:
             if self._closed:
                 self._dropped += 1
                 return
-            buf = self._buf
+            segment = self._spooled(rec, getattr(rec, "delivered", True))
+            self._queue([(rec, segment)])
+
+    def hold(self, rec: MeteringRecord) -> tuple[int, int]:
+        """Spool a record whose request's answer is not sent yet; :meth:`release` it once it is (or is not)."""
+        with self._lock:
+            if self._spool is None:
+                return 0, 0
+            try:
+                return self._spool.append(rec), self._spool.segment
+            except OSError as exc:  # a full disk must not fail the request: the record still goes to the DB
+                self._last_error = f"metering spool: {exc}"[:500]
+                return 0, 0
+
+    def release(self, held: list[tuple[MeteringRecord, tuple[int, int]]], delivered: bool) -> None:
+        """Queue records :meth:`hold` spooled, saying whether their request's answer was sent."""
+        with self._lock:
+            if self._spool is not None:
+                try:
+                    self._spool.mark([n for _, (n, _) in held if n], delivered)
+                except OSError as exc:
+                    self._last_error = f"metering spool: {exc}"[:500]
+            entries = [(rec if delivered else replace(rec, delivered=False), segment) for rec, (_, segment) in held]
+            if self._closed:
+                self._dropped += len(entries)
+                return
+            self._queue(entries)
+
+    def _spooled(self, rec: MeteringRecord, delivered: bool) -> int:
+        if self._spool is None:
+            return 0
+        try:
+            self._spool.append(rec, delivered)
+        except (OSError, TypeError, ValueError) as exc:  # a full disk, or not a record: the writer sorts it out
+            self._last_error = f"metering spool: {exc}"[:500]
+            return 0
+        return self._spool.segment
+
+    def _queue(self, entries: list[tuple[MeteringRecord, int]]) -> None:
+        """Under the lock: buffer entries, dropping the oldest past the bound; wake the writer on a full batch."""
+        buf = self._buf
+        for entry in entries:
             if buf and len(buf) + self._inflight >= self.max_pending:
                 buf.popleft()
                 self._dropped += 1
-            buf.append(rec)
-            full = len(buf) % self.batch_size == 0
-        if full:
-            self._wake.set()
+            buf.append(entry)
+            if len(buf) % self.batch_size == 0:
+                self._wake.set()
 
     # --- counters --------------------------------------------------------------------
     @property
@@ -168,6 +211,9 @@ class MeteringSink:
             if self.pending == 0 or left <= 0:
                 break
             self._sleep(min(left, max(0.01, backoff_s(self._failures, *self._backoff))))
+        if self._spool is not None:
+            with self._lock:
+                self._spool.close()
         if self._owns_engine:
             self.engine.dispose()
         return self.pending == 0
@@ -205,6 +251,8 @@ class MeteringSink:
                     break
                 batch = [self._buf.popleft() for _ in range(min(n, self.batch_size))]
                 self._inflight = len(batch)
+                if self._spool is not None:
+                    self._spool.rotate()  # what comes next goes to a new segment
             try:
                 total += self._insert(batch)
             except _PartialFailure as exc:
@@ -216,11 +264,11 @@ class MeteringSink:
         self._last_flush_at = self._clock()
         return total
 
-    def _insert(self, batch: Sequence[MeteringRecord]) -> int:
+    def _insert(self, batch: Sequence[tuple[MeteringRecord, int]]) -> int:
         pairs, bad = [], 0
-        for rec in batch:
+        for entry in batch:
             try:
-                pairs.append((rec, _row(rec)))
+                pairs.append((entry, _row(entry[0])))
             except (AttributeError, TypeError, ValueError):
                 bad += 1  # not a record at all: nothing to retry
         try:
@@ -231,10 +279,11 @@ class MeteringSink:
         except (DataError, IntegrityError):
             ok, refused = self._insert_one_by_one(pairs, bad)
             bad += refused
-        self._succeeded(ok, bad)
+        self._succeeded(ok, bad, [segment for _, segment in batch])
         return ok
 
-    def _insert_one_by_one(self, pairs: list[tuple[MeteringRecord, dict]], bad_before: int) -> tuple[int, int]:
+    def _insert_one_by_one(self, pairs: list[tuple[tuple[MeteringRecord, int], dict]],
+                           bad_before: int) -> tuple[int, int]:
         ok = bad = 0
         for i, (_, row) in enumerate(pairs):
             try:
@@ -244,19 +293,21 @@ class MeteringSink:
             except (DataError, IntegrityError):
                 bad += 1
             except Exception as exc:  # server gone mid-way: keep only what is unwritten
-                self._succeeded(ok, bad + bad_before)
-                raise _PartialFailure([rec for rec, _ in pairs[i:]], exc) from exc
+                self._succeeded(ok, bad + bad_before, [segment for (_, segment), _ in pairs[:i]])
+                raise _PartialFailure([entry for entry, _ in pairs[i:]], exc) from exc
         return ok, bad
 
-    def _succeeded(self, ok: int, bad: int) -> None:
+    def _succeeded(self, ok: int, bad: int, segments: Sequence[int] = ()) -> None:
         with self._lock:
             self._inflight = 0
             self._written += ok
             self._rejected += bad
             self._failures = 0
+            if self._spool is not None:
+                self._spool.settle(segments)
         self._retry_at = float("-inf")
 
-    def _requeue(self, batch: Sequence[MeteringRecord], exc: Exception) -> None:
+    def _requeue(self, batch: Sequence[tuple[MeteringRecord, int]], exc: Exception) -> None:
         with self._lock:
             self._inflight = 0
             self._buf.extendleft(reversed(batch))

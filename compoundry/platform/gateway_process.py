@@ -25,6 +25,9 @@ from compoundry.config.loader import ConfigError, load_config
 from compoundry.config.settings import PlatformSettings
 from compoundry.control.api import router as control_router
 from compoundry.gateway.app import GatewayParts, create_app
+from compoundry.metering import MeteringSink
+from compoundry.metering.recovery import recover_spools
+from compoundry.metering.spool import Spool
 from compoundry.scaling.autoscaler_factory import build_autoscaler
 from compoundry.store import PlatformStore
 
@@ -66,7 +69,10 @@ def _tune_gc() -> None:
 def build_gateway(settings, config, store):
     """The gateway process's app: the Prediction Service, the control API, and the autoscaler over the same
     route table and load board."""
-    parts = GatewayParts.build(settings, config, store, routers=(control_router,))
+    spool_dir = settings.state_dir / "metering-spool"
+    recover_spools(spool_dir, store.engine)  # what a killed gateway spooled and never wrote
+    sink = MeteringSink(store.engine, start=False, spool=Spool(spool_dir))
+    parts = GatewayParts.build(settings, config, store, routers=(control_router,), metering_sink=sink)
     scaler = build_autoscaler(settings, store, parts.routes, parts.load, lambda: parts.config.current)
     return create_app(replace(parts, scaler=scaler))
 

@@ -5,16 +5,22 @@ happens and the CLI can run the same thing without Prefect:
 
 1. :func:`check` loads the window's metering rows and replica lifetimes and
    runs the metering gate (GE) on them; it returns the gate results and the
-   frames, and never writes anything.
+   frames. Its one write is the config history (the config in force now,
+   appended when it changed): never a report file or artifact.
 2. :func:`build` turns validated frames into a :class:`CostReport` with the
    pure cost model (``compoundry.core.costs.cost_model``) and latency decomposition
    (``compoundry.core.costs.latency_shares``).
+
+The config changes under the data (docs/decisions/0031): a component or
+pipeline no longer configured is *retired*, priced from its last history entry
+(else at the cost recorded at call time) and flagged in a ``retired`` column of
+every table; a pipeline id no pipeline ever had is ``(unregistered)``.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -27,6 +33,7 @@ from compoundry.core.costs.cost_model import (
     scenarios,
     sum_scenarios,
 )
+from compoundry.core.costs.history import attributed_pipeline, config_entries, retired
 from compoundry.core.costs.latency_shares import decompose
 from compoundry.core.costs.records import to_utc
 from compoundry.gates import GateResult, validate_frame
@@ -37,6 +44,7 @@ from compoundry.reports.data import (
     metering_frame,
     replica_frame,
 )
+from compoundry.store import config_history
 
 #: tables of a report, in the order they are written and shown
 COST_VIEWS = {"by_pipeline": ("pipeline",), "by_component": ("component",), "by_variant": ("component", "variant"),
@@ -82,6 +90,7 @@ class Checked:
     gates: tuple[GateResult, ...]
     metering: pd.DataFrame = field(repr=False)
     replicas: pd.DataFrame = field(repr=False)
+    history: dict = field(default_factory=dict, repr=False)  # (kind, name) -> latest config history entry
 
     @property
     def passed(self) -> bool:
@@ -94,6 +103,7 @@ class CostReport:
     until: datetime
     tables: dict[str, pd.DataFrame]
     totals: dict[str, float]
+    retired: dict[str, frozenset[str]] = field(default_factory=dict)  # "component"/"pipeline" -> retired names
 
     @property
     def name(self) -> str:
@@ -101,12 +111,12 @@ class CostReport:
 
 
 def check(engine: sa.Engine, config, since: datetime, until: datetime) -> Checked:
-    """Load the window and run the metering gate; writes nothing."""
+    """Note the config in the history, load the window and run the metering gate; writes no report."""
+    history = config_history.note(engine, config_entries(config.components, config.pipelines), now_utc())
     metering, replicas = metering_frame(engine, since, until), replica_frame(engine, since, until)
-    known = list(config.components)
-    gates = (validate_frame("metering-records", metering, metering_expectations(known, since, until)),
-             validate_frame("replica-lifetimes", replicas, replica_expectations(known)))
-    return Checked(since, until, gates, metering, replicas)
+    gates = (validate_frame("metering-records", metering, metering_expectations(since, until)),
+             validate_frame("replica-lifetimes", replicas, replica_expectations()))
+    return Checked(since, until, gates, metering, replicas, history)
 
 
 def build(checked: Checked, config) -> CostReport:
@@ -114,43 +124,59 @@ def build(checked: Checked, config) -> CostReport:
     if not checked.passed:
         raise ValueError("build() needs data that passed the metering gate")
     since, until = checked.since, checked.until
-    records, intervals = frame_records(checked.metering), frame_intervals(checked.replicas)
-    tariffs = {name: Tariff.of(c) for name, c in config.components.items()}
-    lines = cost_lines(records, intervals, tariffs, since, until)
-    tables = {name: _lines_frame(rollup(lines, by), by) for name, by in COST_VIEWS.items()}
+    gone = retired(checked.history, config_entries(config.components, config.pipelines))
+    tariffs = {**gone.tariffs, **{name: Tariff.of(c) for name, c in config.components.items()}}
+    deps = {**gone.pipelines,
+            **{name: {s: list(step.depends_on) for s, step in p.steps.items()} for name, p in config.pipelines.items()}}
+    records = [replace(r, pipeline_id=attributed_pipeline(r.pipeline_id, deps)) for r in frame_records(checked.metering)]
+    intervals = frame_intervals(checked.replicas)
     present = {r.component for r in records} | {i.component for i in intervals}
+    flags = {"component": frozenset(present - set(config.components)),
+             "pipeline": frozenset({r.pipeline_id for r in records} & (set(gone.pipelines) - set(config.pipelines)))}
+    lines = cost_lines(records, intervals, tariffs, since, until)
+    tables = {name: _lines_frame(rollup(lines, by), by, flags) for name, by in COST_VIEWS.items()}
     what_if = scenarios(records, lines, present, tariffs, since, until)
-    tables["counterfactual_by_pipeline"] = _scenario_frame(sum_scenarios(what_if, "pipeline"), "pipeline")
-    tables["counterfactual_by_component"] = _scenario_frame(sum_scenarios(what_if, "component"), "component")
-    deps = {name: {s: list(step.depends_on) for s, step in p.steps.items()} for name, p in config.pipelines.items()}
+    tables["counterfactual_by_pipeline"] = _scenario_frame(sum_scenarios(what_if, "pipeline"), "pipeline", flags)
+    tables["counterfactual_by_component"] = _scenario_frame(sum_scenarios(what_if, "component"), "component", flags)
     summary, shares = decompose(records, deps)
-    tables["latency_by_pipeline"] = pd.DataFrame([asdict(s) for s in summary],
-                                                 columns=["pipeline", "requests", "mean_path_ms", "p50_path_ms",
-                                                          "p95_path_ms", "bottleneck"])
-    tables["critical_path_shares"] = pd.DataFrame([asdict(s) for s in shares],
-                                                  columns=["pipeline", "step", "component", "requests", "on_path",
-                                                           "path_ms", "share", "cold_start_ms", "queue_ms"])
+    tables["latency_by_pipeline"] = _flagged(pd.DataFrame(
+        [asdict(s) for s in summary], columns=["pipeline", "requests", "mean_path_ms", "p50_path_ms", "p95_path_ms",
+                                               "bottleneck"]), flags)
+    tables["critical_path_shares"] = _flagged(pd.DataFrame(
+        [asdict(s) for s in shares], columns=["pipeline", "step", "component", "requests", "on_path", "path_ms",
+                                              "share", "cold_start_ms", "queue_ms"]), flags)
     total = sum_scenarios(what_if, None)
     totals = {"calls": float(len(records)), "actual": round(sum(line.cost for line in lines), 6),
               "all_dedicated": round(total[0].all_dedicated, 6) if total else 0.0,
               "all_serverless": round(total[0].all_serverless, 6) if total else 0.0}
-    return CostReport(since, until, tables, totals)
+    return CostReport(since, until, tables, totals, flags)
 
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def _lines_frame(lines, by) -> pd.DataFrame:
+def _flagged(frame: pd.DataFrame, flags: dict[str, frozenset[str]]) -> pd.DataFrame:
+    """Add ``retired``: the row's component or pipeline is no longer in the config."""
+    retired = pd.Series(False, index=frame.index, dtype=bool)
+    for column, names in flags.items():
+        if column in frame.columns and names:
+            retired |= frame[column].isin(names)
+    frame["retired"] = retired
+    return frame
+
+
+def _lines_frame(lines, by, flags) -> pd.DataFrame:
     rows = [{**{d: getattr(x, d) for d in by}, "calls": x.calls, "errors": x.errors, "tokens": x.tokens,
              "compute_s": round(x.compute_ms / 1000, 3), "replica_s": round(x.replica_s, 3),
              "usage_cost": round(x.usage_cost, 6), "replica_cost": round(x.replica_cost, 6), "cost": round(x.cost, 6)}
             for x in lines]
-    return pd.DataFrame(rows, columns=[*by, "calls", "errors", "tokens", "compute_s", "replica_s", "usage_cost",
-                                       "replica_cost", "cost"])
+    return _flagged(pd.DataFrame(rows, columns=[*by, "calls", "errors", "tokens", "compute_s", "replica_s",
+                                                "usage_cost", "replica_cost", "cost"]), flags)
 
 
-def _scenario_frame(items, by: str) -> pd.DataFrame:
-    return pd.DataFrame([{by: getattr(s, by), "actual": round(s.actual, 6), "all_dedicated": round(s.all_dedicated, 6),
-                          "all_serverless": round(s.all_serverless, 6)} for s in items],
-                        columns=[by, "actual", "all_dedicated", "all_serverless"])
+def _scenario_frame(items, by: str, flags) -> pd.DataFrame:
+    return _flagged(pd.DataFrame(
+        [{by: getattr(s, by), "actual": round(s.actual, 6), "all_dedicated": round(s.all_dedicated, 6),
+          "all_serverless": round(s.all_serverless, 6)} for s in items],
+        columns=[by, "actual", "all_dedicated", "all_serverless"]), flags)

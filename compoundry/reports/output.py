@@ -95,9 +95,9 @@ def charts(report: CostReport) -> dict[str, bytes]:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    lines = report.tables["lines"]
+    lines = _labelled(report, report.tables["lines"])
     cost = lines.pivot_table(index="pipeline", columns="component", values="cost", aggfunc="sum", fill_value=0.0)
-    shares = report.tables["critical_path_shares"]
+    shares = _labelled(report, report.tables["critical_path_shares"])
     share = shares.pivot_table(index="pipeline", columns="component", values="share", aggfunc="sum", fill_value=0.0)
     out = {}
     for name, frame, title, ylabel in (
@@ -119,3 +119,12 @@ def charts(report: CostReport) -> dict[str, bytes]:
         plt.close(fig)
         out[name] = buffer.getvalue()
     return out
+
+
+def _labelled(report: CostReport, frame: pd.DataFrame) -> pd.DataFrame:
+    """Retired pipelines and components read ``name (retired)`` in a chart (tables have a ``retired`` column)."""
+    frame = frame.copy()
+    for column, names in report.retired.items():
+        if column in frame.columns and names:
+            frame[column] = [f"{v} (retired)" if v in names else v for v in frame[column]]
+    return frame

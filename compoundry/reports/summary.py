@@ -16,6 +16,10 @@ def markdown_summary(report: CostReport, location: str, written: dict[str, str] 
         "Dedicated and auto replicas cost replica-seconds × `replica_hour`, shared by compute time; serverless and "
         "external calls cost `per_call` + `per_1k_tokens` (docs/cost-reports.md).",
     ]
+    retired = [f"{kind}s {', '.join(f'`{n}`' for n in sorted(names))}"
+               for kind, names in sorted(report.retired.items()) if names]
+    if retired:
+        parts.append(f"Retired (no longer configured; priced as when they ran, `retired` column): {'; '.join(retired)}.")
     for title, name in (("Cost per pipeline", "by_pipeline"), ("Cost per component", "by_component"),
                         ("What if (per pipeline)", "counterfactual_by_pipeline"),
                         ("Latency: critical path per pipeline", "latency_by_pipeline"),

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import CreateColumn
 
+from compoundry.core.deploy_decisions import RouteIntent
 from compoundry.core.routing.route_view import ReplicaView, RouteView
 from compoundry.store.tables import (
     Base,
@@ -72,11 +73,11 @@ class PlatformStore:
         return self._session.begin()
 
     # --- deploy claims & webhook deliveries --------------------------------
-    def claim_deploy(self, model_name: str, version: str, reason: str, source: str) -> bool:
-        """True for the first caller only: a version is deployed once per reason."""
-        return self._insert_once(
-            DeployClaim(model_name=model_name, model_version=str(version), reason=reason, source=source)
-        )
+    def claim_deploy(self, model_name: str, version: str, reason: str, source: str) -> int | None:
+        """The claim's intent (a sequence number, truthy) for the first caller only; ``None`` for the others:
+        a version is deployed once per reason."""
+        claim = DeployClaim(model_name=model_name, model_version=str(version), reason=reason, source=source)
+        return claim.id if self._insert_once(claim) else None
 
     def attach_flow_run(self, model_name: str, version: str, reason: str, flow_run_id: str) -> None:
         with self._session.begin() as s:
@@ -92,6 +93,13 @@ class PlatformStore:
             claim = s.scalar(
                 select(DeployClaim).filter_by(model_name=model_name, model_version=str(version), reason=reason)
             )
+            if claim is not None:
+                s.delete(claim)
+
+    def release_intent(self, intent: int) -> None:
+        """Forget a claim whose deploy was superseded: the same command, given again later, deploys again."""
+        with self._session.begin() as s:
+            claim = s.get(DeployClaim, intent)
             if claim is not None:
                 s.delete(claim)
 
@@ -145,27 +153,38 @@ class PlatformStore:
             else:
                 row.stopped_at = None
 
-    def set_route(self, component: str, deployment_id: str) -> str | None:
-        """Point a component at a deployment; returns the deployment it replaced."""
+    def set_route(self, component: str, deployment_id: str, intent: int = 0, trigger: str = "manual") -> str | None:
+        """Point a component at a deployment (set by deploy ``intent``); returns the deployment it replaced."""
         with self._session.begin() as s:
             row = s.get(Route, component)
             previous = row.deployment_id if row else None
             if row is None:
-                s.add(Route(component=component, deployment_id=deployment_id))
+                s.add(Route(component=component, deployment_id=deployment_id, intent=intent, trigger=trigger))
             else:
-                row.deployment_id = deployment_id
+                row.deployment_id, row.intent, row.trigger = deployment_id, intent, trigger
             return previous if previous != deployment_id else None
 
-    def set_variant_route(self, component: str, variant: str, deployment_id: str) -> str | None:
+    def set_variant_route(self, component: str, variant: str, deployment_id: str, intent: int = 0,
+                          trigger: str = "manual") -> str | None:
         """Point one experiment variant of a component at a deployment; returns the one it replaced."""
         with self._session.begin() as s:
             row = s.get(VariantRoute, (component, variant))
             previous = row.deployment_id if row else None
             if row is None:
-                s.add(VariantRoute(component=component, variant=variant, deployment_id=deployment_id))
+                s.add(VariantRoute(component=component, variant=variant, deployment_id=deployment_id,
+                                   intent=intent, trigger=trigger))
             else:
-                row.deployment_id = deployment_id
+                row.deployment_id, row.intent, row.trigger = deployment_id, intent, trigger
             return previous if previous != deployment_id else None
+
+    def route_intent(self, component: str, variant: str | None = None) -> RouteIntent:
+        """The version a route serves and the deploy intent that set it (what a newer deploy must beat)."""
+        with self._session() as s:
+            row = s.get(Route, component) if variant is None else s.get(VariantRoute, (component, variant))
+            if row is None:
+                return RouteIntent(None, 0)
+            deployment = s.get(Deployment, row.deployment_id)
+            return RouteIntent(deployment.model_version if deployment else None, row.intent or 0, row.trigger)
 
     def clear_variant_route(self, component: str, variant: str) -> str | None:
         """Remove a variant route (its traffic goes back to the serving route); returns its deployment."""

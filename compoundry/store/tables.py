@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -37,6 +38,7 @@ class DeploymentStatus(str, enum.Enum):
     DRAINING = "draining"
     STOPPED = "stopped"
     FAILED = "failed"
+    SUPERSEDED = "superseded"  # a deploy that a newer intent overtook before its route switch
 
 
 class Base(DeclarativeBase):
@@ -84,6 +86,8 @@ class Route(Base):
     __tablename__ = "routes"
     component: Mapped[str] = mapped_column(String(100), primary_key=True)
     deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"))
+    intent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # the deploy intent that set it
+    trigger: Mapped[str] = mapped_column(String(10), default="manual", server_default="manual")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
@@ -98,6 +102,8 @@ class VariantRoute(Base):
     component: Mapped[str] = mapped_column(String(100), primary_key=True)
     variant: Mapped[str] = mapped_column(String(100), primary_key=True)
     deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"))
+    intent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    trigger: Mapped[str] = mapped_column(String(10), default="manual", server_default="manual")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
@@ -115,7 +121,11 @@ class CapacityFloor(Base):
 
 
 class DeployClaim(Base):
-    """First path (webhook, poll, CLI) to see a model version claims its deploy."""
+    """First path (webhook, poll, CLI) to see a model version claims its deploy.
+
+    The claim's id is the deploy's *intent*: a sequence in the order operators' commands were seen. A route
+    remembers the intent that set it, and a deploy never replaces a route set by a newer intent.
+    """
 
     __tablename__ = "deploy_claims"
     __table_args__ = (UniqueConstraint("model_name", "model_version", "reason"),)
@@ -126,6 +136,15 @@ class DeployClaim(Base):
     source: Mapped[str] = mapped_column(String(40))
     flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Lease(Base):
+    """A named lock with an expiry, held by one owner at a time (see ``store/leases.py``)."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[float] = mapped_column(Float)  # epoch seconds: compared in SQL, no time zone to get wrong
 
 
 class WebhookDelivery(Base):
@@ -219,6 +238,25 @@ class MeteringRow(Base):
     cost: Mapped[float] = mapped_column(Float, default=0.0)
     shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # added later:
     # PlatformStore.create_schema adds it to older databases
+    delivered: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
 
 metering_table = MeteringRow.__table__
+
+
+class ConfigHistoryRow(Base):
+    """What the config said of a component (mode, prices, sizing) or a pipeline (step dependencies), from when.
+
+    Append-only: a row is added when a name's details differ from its latest row, so a cost report can
+    price and decompose the metering of a component or pipeline that has since been removed
+    (``compoundry/store/config_history.py``, docs/decisions/0031).
+    """
+
+    __tablename__ = "config_history"
+    __table_args__ = (Index("ix_config_history_name", "kind", "name"),)
+
+    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(20))  # component | pipeline
+    name: Mapped[str] = mapped_column(String(100))
+    details: Mapped[str] = mapped_column(Text)  # JSON (compoundry.core.costs.history.config_entries)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -34,6 +34,7 @@ class Gateway:
     state: Path
     config_dir: Path
     keys: dict[str, str] = field(default_factory=dict)  # "admin" | "invoke" -> key
+    proc: subprocess.Popen | None = None  # the gateway process, for tests that signal it
 
     @property
     def url(self) -> str:
@@ -87,10 +88,11 @@ def running_gateway(state: Path, configs: dict[str, str], seed: Callable[[Platfo
         wait_for(lambda: proc.poll() is not None or _ready(client), timeout_s=30, what="the gateway")
         if proc.poll() is not None:
             raise RuntimeError(f"gateway exited {proc.returncode}:\n{(state / 'gateway.log').read_text()}")
-        yield Gateway(client, store, state, config_dir, issued)
+        yield Gateway(client, store, state, config_dir, issued, proc)
     finally:
         client.close()
-        proc.terminate()
+        if proc.poll() is None:
+            proc.terminate()
         proc.wait(timeout=10)
         log.close()
         store.close()

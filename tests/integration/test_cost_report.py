@@ -135,8 +135,7 @@ def test_the_flow_writes_parquet_to_s3(prefect, platform, s3):
 
 @pytest.mark.parametrize("change, where, expectation, column", [
     ("compute_ms = -5", "request_id = 'r-2' and step = 'answer'", "expect_column_values_to_be_between", "compute_ms"),
-    ("component = 'retired-model'", "request_id = 't-1' and step = 'classify'", "expect_column_values_to_be_in_set",
-     "component"),
+    ("cost = -0.5", "request_id = 't-1' and step = 'classify'", "expect_column_values_to_be_between", "cost"),
     ("pipeline_id = ''", "request_id = 'r-1' and step = 'embed'", "expect_column_value_lengths_to_be_between",
      "pipeline_id"),
 ])
@@ -158,6 +157,31 @@ def test_a_planted_defect_fails_the_run_names_the_rows_and_writes_nothing(prefec
     assert set(gate) == {"metering-gate"}  # no report artifact
     assert expectation in gate["metering-gate"] and f"| {bad_id} |" in gate["metering-gate"]
     assert not (state / "out").exists()
+
+
+def test_a_component_and_pipeline_removed_from_the_config_are_reported_retired(prefect, platform):
+    """Issue 15, item 9: a config change never fails the report; old rows keep their call-time prices."""
+    from compoundry.flows.cost_report import cost_report
+
+    store, state = platform
+    assert cost_report(**WINDOW, out=str(state / "before"))["totals"]["actual"] == 6.0012  # notes the config
+    configs = Path(os.environ["COMPOUNDRY_CONFIG_DIR"])
+    (configs / "components.yaml").write_text(w.COMPONENTS_YAML.split("  clf:")[0])  # clf removed ...
+    (configs / "pipelines.yaml").write_text(w.PIPELINES_YAML.split("  triage:")[0])  # ... and triage with it
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("update metering_records set pipeline_id = '../../etc' where request_id = 'd-1'"))
+    run = cost_report(**WINDOW, out=str(state / "after"), format="parquet", return_state=True)
+    assert run.is_completed(), run
+    result = run.result()
+    assert result["totals"]["actual"] == 6.0012
+    folder = Path(result["location"])
+    components = pd.read_parquet(folder / "by_component.parquet").set_index("component")
+    assert components.loc["clf", "cost"] == 1.001 and bool(components.loc["clf", "retired"])
+    assert not components.loc["llm", "retired"]
+    pipelines = pd.read_parquet(folder / "by_pipeline.parquet").set_index("pipeline")
+    assert bool(pipelines.loc["triage", "retired"]) and "../../etc" not in pipelines.index
+    assert "(unregistered)" in pipelines.index
+    assert "`clf`" in artifacts(run.state_details.flow_run_id)["cost-report"]
 
 
 def test_a_stopped_replica_without_its_stop_time_fails_the_gate(prefect, platform):

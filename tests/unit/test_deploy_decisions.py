@@ -100,3 +100,65 @@ def test_watched_components_list_only_enabled_experiments_other_aliases():
     watched = {t.name: t for t in watched_components(config)}
     assert watched["embedder"].variant_aliases == (("challenger", "challenger"),)
     assert watched["classifier"].variant_aliases == ()
+
+
+# --- intent ordering -----------------------------------------------------------------------------
+from compoundry.core.deploy_decisions import (  # noqa: E402
+    ALIAS,
+    MANUAL,
+    VERSION,
+    DeployIntent,
+    RouteIntent,
+    superseded_by,
+    trigger_of,
+)
+
+
+def test_triggers_follow_the_claim_reason():
+    assert trigger_of("version") == VERSION
+    assert trigger_of("alias:champion:from:3") == ALIAS
+    assert trigger_of("variant:b:alias:challenger:from:None") == ALIAS
+    assert trigger_of("manual") == MANUAL and trigger_of("run:abc") == MANUAL
+
+
+def test_a_route_set_by_a_newer_intent_is_never_replaced():
+    assert "newer intent" in superseded_by(DeployIntent("4", 7, ALIAS), RouteIntent("1", 8), "4", "4")
+
+
+def test_alias_race_the_last_alias_position_wins():
+    """champion → v4 then → v1 0.3 s later (v1 already routed): the v4 deploy must not switch."""
+    v4 = DeployIntent("4", 7, ALIAS)
+    assert "moved on to v1" in superseded_by(v4, RouteIntent("1", 3), alias_now="1", alias_at_start="4")
+    assert superseded_by(v4, RouteIntent("1", 3), alias_now="4", alias_at_start="4") is None
+
+
+def test_concurrent_registrations_the_newer_version_wins_in_either_order():
+    route = RouteIntent("3", 2)
+    v4, v5 = DeployIntent("4", 10, VERSION), DeployIntent("5", 11, VERSION)
+    # v5 first: routes v5 and moves champion to it; then v4 is older than the route
+    assert superseded_by(v5, route, "3", "3") is None
+    assert superseded_by(v4, RouteIntent("5", 11), "5", "3") is not None
+    # v4 first (its claim was older): v5 still commits, the alias equals the route (moved by a flow)
+    assert superseded_by(v4, route, "3", "3") is None
+    assert superseded_by(v5, RouteIntent("4", 10), "4", "3") is None
+
+
+def test_a_late_registration_never_replaces_a_newer_version_unless_an_alias_says_so():
+    assert "newer" in superseded_by(DeployIntent("4", 12, VERSION), RouteIntent("5", 11), "5", "5")
+    assert superseded_by(DeployIntent("4", 12, ALIAS), RouteIntent("5", 11), "4", "4") is None
+    assert superseded_by(DeployIntent("4", 12, MANUAL), RouteIntent("5", 11), "5", "5") is None
+
+
+def test_an_operator_alias_move_stops_a_registration_deploy_in_flight():
+    """v6 registered (alias at v3), then the operator points champion at v2 before v6 switches."""
+    assert "moved to v2" in superseded_by(DeployIntent("6", 20, VERSION), RouteIntent("3", 5), "2", "3")
+    # ... and once the rollback deploy has routed v2, its newer intent stops v6 too
+    assert "newer intent" in superseded_by(DeployIntent("6", 20, VERSION), RouteIntent("2", 21), "2", "3")
+
+
+def test_between_registrations_the_version_decides_not_the_claim_order():
+    """v4's late webhook claimed after v5's: v4 routes first with the newer intent; v5 must still win."""
+    routed_by_v4 = RouteIntent("4", 12, VERSION)
+    assert superseded_by(DeployIntent("5", 11, VERSION), routed_by_v4, "4", "3") is None
+    # but an operator's newer command is never overtaken by an older registration
+    assert "newer intent" in superseded_by(DeployIntent("5", 11, VERSION), RouteIntent("2", 12, ALIAS), "2", "3")

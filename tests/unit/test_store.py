@@ -4,7 +4,11 @@ PostgreSQL is what docker-compose runs; its test uses a fresh database on the
 local server (127.0.0.1:5432) and is skipped where none answers.
 """
 
+import pytest
+
+from compoundry.core.deploy_decisions import RouteIntent
 from compoundry.store import DeploymentStatus, PlatformStore
+from compoundry.store.leases import Leases, LeaseTimeout
 
 
 def test_a_claim_is_won_once(store):
@@ -114,3 +118,45 @@ def test_an_embedded_database_file_is_readable_by_its_owner_only(tmp_path):
     store.close()
     for path in tmp_path.glob("platform.db*"):
         assert oct(path.stat().st_mode & 0o777) == "0o600", path
+
+
+def test_claims_carry_increasing_intents(store):
+    first = store.claim_deploy("m", "4", "alias:champion:from:1", "cli")
+    second = store.claim_deploy("m", "1", "alias:champion:from:1", "cli")
+    assert first and second and second > first
+    assert store.claim_deploy("m", "4", "alias:champion:from:1", "poll") is None
+
+
+def test_a_route_remembers_the_intent_that_set_it(store):
+    assert store.route_intent("emb").version is None
+    store.add_deployment("d4", "emb", "m", "4", "pyfunc")
+    store.set_route("emb", "d4", intent=7)
+    assert store.route_intent("emb") == (RouteIntent("4", 7))
+    store.add_deployment("d5", "emb", "m", "5", "pyfunc")
+    store.set_variant_route("emb", "b", "d5", intent=9)
+    assert store.route_intent("emb", "b") == RouteIntent("5", 9)
+
+
+def test_a_lease_has_one_holder_until_released_or_expired(store):
+    now = [1000.0]
+    leases = Leases(store, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    assert leases.try_acquire("deploy:emb", "a", ttl_s=60)
+    assert not leases.try_acquire("deploy:emb", "b", ttl_s=60)
+    assert leases.try_acquire("deploy:emb", "a", ttl_s=60)  # renewal by its holder
+    now[0] += 61
+    assert leases.try_acquire("deploy:emb", "b", ttl_s=60)  # a dead holder's lease expires
+    leases.release("deploy:emb", "a")  # not a's any more: nothing happens
+    assert leases.holder("deploy:emb") == "b"
+    with pytest.raises(LeaseTimeout):
+        with leases.held("deploy:emb", "c", ttl_s=60, wait_s=5, renew=False):
+            pass
+    leases.release("deploy:emb", "b")
+    with leases.held("deploy:emb", "c", ttl_s=60, wait_s=5, renew=False):
+        assert leases.holder("deploy:emb") == "c"
+    assert leases.holder("deploy:emb") is None
+
+
+def test_a_superseded_intent_is_released_so_the_same_command_deploys_again(store):
+    intent = store.claim_deploy("m", "2", "alias:champion:from:1", "cli")
+    store.release_intent(intent)
+    assert store.claim_deploy("m", "2", "alias:champion:from:1", "cli")

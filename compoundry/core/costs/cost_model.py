@@ -16,6 +16,11 @@ Two tariffs, chosen by the mode a call ran in (docs/decisions/0020):
 A deployment's replicas are billed by time when its calls in the window ran
 replica-billed, or, with no calls, when its component's configured mode is. Every figure is attributed to one ``(pipeline, component, variant,
 mode, tenant)`` line; :func:`rollup` sums lines along any of those keys.
+
+A component without a tariff (removed from the config before any history of
+its prices was kept, docs/decisions/0031) is never an error: its calls cost
+what the gateway priced them at call time (the record's ``cost``, whatever the
+mode) and its replica time, whose price is unknown, is not billed.
 """
 
 from __future__ import annotations
@@ -128,8 +133,7 @@ def cost_lines(records: Iterable[MeteringRecord], intervals: Iterable[ReplicaInt
     """Every cost of the window on its line; lines sorted by cost, highest first.
 
     Records should be those of ``[since, until)``; replica time is clipped to
-    the window. A component missing from ``tariffs`` is a KeyError: the
-    metering gate rejects unknown components before this runs.
+    the window. A component missing from ``tariffs`` is priced as recorded (see the module docstring).
     """
     records = list(records)
     intervals = list(intervals)
@@ -141,14 +145,14 @@ def cost_lines(records: Iterable[MeteringRecord], intervals: Iterable[ReplicaInt
         acc["errors"] += r.outcome.startswith("error:")
         acc["tokens"] += r.tokens
         acc["compute_ms"] += r.compute_ms
-        if r.mode in REPLICA_BILLED:
+        if r.mode in REPLICA_BILLED and r.component in tariffs:
             by_deployment[r.deployment_id].append(r)
         elif r.outcome != SHED:
             acc["usage_cost"] += r.cost
     components = {i.deployment_id: i.component for i in intervals}
     for deployment, seconds in replica_seconds(intervals, since, until).items():
-        tariff = tariffs[components[deployment]]
-        if seconds <= 0 or not (deployment in by_deployment or tariff.mode in REPLICA_BILLED):
+        tariff = tariffs.get(components[deployment])
+        if tariff is None or seconds <= 0 or not (deployment in by_deployment or tariff.mode in REPLICA_BILLED):
             continue
         total = tariff.prices.replica_hour * seconds / 3600.0
         calls = [r for r in by_deployment.get(deployment, ()) if r.outcome != SHED]
@@ -211,6 +215,7 @@ def scenarios(records: Iterable[MeteringRecord], lines: Iterable[CostLine], comp
 
     ``components`` are those that existed in the window (had calls or replicas):
     each would have kept at least one dedicated replica. Shed calls cost nothing in any scenario.
+    A component without a tariff counts at its recorded cost in both: there is no price to compare with.
     """
     records = list(records)
     window_h = max(0.0, (to_utc(until) - to_utc(since)).total_seconds()) / 3600.0
@@ -222,14 +227,20 @@ def scenarios(records: Iterable[MeteringRecord], lines: Iterable[CostLine], comp
     by_component: dict[str, list[MeteringRecord]] = defaultdict(list)
     for r in records:
         by_component[r.component].append(r)
-        prices = tariffs[r.component].prices
-        serverless[(pipeline_of(r), r.component)] += price_call(
-            prices, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens, outcome=r.outcome)
+        tariff = tariffs.get(r.component)
+        serverless[(pipeline_of(r), r.component)] += (r.cost if r.outcome != SHED else 0.0) if tariff is None \
+            else price_call(tariff.prices, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
+                            outcome=r.outcome)
         if r.outcome != SHED:
             compute[r.component][pipeline_of(r)] += r.compute_ms
     dedicated: dict[tuple[str, str], float] = defaultdict(float)
     for component in set(components) | set(by_component):
-        tariff = tariffs[component]
+        tariff = tariffs.get(component)
+        if tariff is None:
+            for (pipeline, name), amount in actual.items():
+                if name == component:
+                    dedicated[(pipeline, name)] += amount
+            continue
         total = dedicated_replicas(by_component.get(component, ()), tariff, since) * window_h * \
             tariff.prices.replica_hour
         shares = share_replica_cost(total, compute.get(component, {})) or {IDLE: total}

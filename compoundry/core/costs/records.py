@@ -64,6 +64,7 @@ class MeteringRecord:
     outcome: str = OK
     cost: float = 0.0
     shadow: bool = False  # a mirrored experiment call: it costs, but no client saw its answer
+    delivered: bool = True  # False: the gateway never finished sending its request's answer (killed, client gone)
 
     @property
     def tokens(self) -> int:

@@ -1,0 +1,105 @@
+"""Bounded work per call: the pure limit check, the abandoned-call accounting, and both in the app."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+from starlette.testclient import TestClient
+
+from compoundry.core.request_limits import limit_violation
+from compoundry.core.routing.balancer import Balancer
+from compoundry.gateway.abandoned import AbandonedCalls
+from compoundry.gateway.app import create_app
+from compoundry.gateway.errors import ComponentTimeout
+from tests.unit.test_gateway_app import parts  # noqa: F401  (the in-process app's parts)
+
+LIMITS = {"max_inputs": 3, "max_chars": 10, "max_tokens": 100}
+
+
+@pytest.mark.parametrize("inputs, limit, too_large", [
+    ({"texts": ["a"] * 4}, "max_inputs", True),
+    ({"texts": ["a", "x" * 11]}, "max_chars", True),
+    ({"data": {"rows": [{"q": "y" * 11}]}}, "max_chars", True),
+    ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**12}, "max_tokens", False),
+    ({"max_completion_tokens": 101}, "max_tokens", False),
+])
+def test_the_first_limit_broken_is_named(inputs, limit, too_large):
+    violation = limit_violation(inputs, **LIMITS)
+    assert violation is not None and violation.limit == limit and violation.too_large is too_large
+
+
+def test_calls_within_every_limit_pass():
+    assert limit_violation({"texts": ["a", "b", "c"], "max_tokens": 100, "n": True}, **LIMITS) is None
+    assert limit_violation("x" * 10, **LIMITS) is None and limit_violation(None, **LIMITS) is None
+
+
+def test_a_50000_input_call_is_refused_with_413_before_any_replica_sees_it(parts):  # noqa: F811
+    with TestClient(create_app(parts)) as client:
+        response = client.post("/v1/components/embed", json={"inputs": {"texts": ["hi"] * 50_000}})
+        big_question = client.post("/v1/pipelines/both", json={"inputs": {"q": "x" * 3_000_000}})
+    error = response.json()["error"]
+    assert response.status_code == 413 and error["code"] == "request_too_large" and error["limit"] == "max_inputs"
+    assert big_question.status_code == 400, big_question.text  # the step's limit: the request's own fault
+    assert big_question.json()["error"]["code"] == "pipeline_step_rejected"
+    assert parts.replica_client.calls == []
+
+
+class _SlowReplica:
+    def __init__(self):
+        self.finished = asyncio.Event()
+
+    async def send(self, timeout: float):
+        await asyncio.sleep(0.2)
+        self.finished.set()
+        return {"ok": True}
+
+
+def test_a_call_the_gateway_gave_up_on_keeps_its_replica_busy_until_the_replica_is_done():
+    async def scenario():
+        balancer, abandoned, replica = Balancer(random.Random(0)), AbandonedCalls(), _SlowReplica()
+        with pytest.raises(ComponentTimeout):
+            await abandoned.call(balancer, "r1", replica.send, timeout_s=0.02, busy_s=5, component="embed")
+        busy_after_timeout = balancer.outstanding("r1"), abandoned.out
+        await replica.finished.wait()
+        await asyncio.sleep(0)
+        return busy_after_timeout, (balancer.outstanding("r1"), abandoned.out)
+
+    after_timeout, after_replica = asyncio.run(scenario())
+    assert after_timeout == (1, 1)  # the caller got its 504; the replica still counts as busy
+    assert after_replica == (0, 0)
+
+
+def test_an_abandoned_call_is_dropped_after_busy_s_and_a_quick_one_frees_its_slot():
+    async def scenario():
+        balancer, abandoned = Balancer(random.Random(0)), AbandonedCalls()
+
+        async def hangs(timeout: float):
+            await asyncio.sleep(timeout)  # the replica client's own timeout: timeout_s + busy_s
+            raise ComponentTimeout("hung")
+
+        with pytest.raises(ComponentTimeout):
+            await abandoned.call(balancer, "r1", hangs, timeout_s=0.01, busy_s=0.05, component="embed")
+        await asyncio.sleep(0.1)
+        quick = await abandoned.call(balancer, "r1", lambda t: asyncio.sleep(0, "done"), 1, 5, "embed")
+        return quick, balancer.outstanding("r1"), abandoned.out
+
+    assert asyncio.run(scenario()) == ("done", 0, 0)
+
+
+@pytest.mark.parametrize("body", [
+    '{"model": "llm", "messages": [{"role": "root", "content": "hi"}]}',
+    '{"model": "llm", "messages": [{"role": "user", "content": "hi"}], "n": 1000}',
+    '{"model": "llm", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+    '{"model": "llm", "messages": [{"role": "user", "content": "hi"}], "logit_bias": {"5": Infinity}}',
+    '{"model": "llm", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}',
+    '{"model": "llm", "messages": []}',
+    '{"model": "llm", "prompt": "hi", "n": 2}',
+])
+def test_openai_bodies_that_no_model_could_honour_get_a_422(parts, body):  # noqa: F811
+    path = "/v1/completions" if '"prompt"' in body else "/v1/chat/completions"
+    with TestClient(create_app(parts)) as client:
+        response = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_request"
