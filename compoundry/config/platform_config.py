@@ -66,7 +66,9 @@ class AutoscalerSettings(Strict):
     """The gateway's autoscaler loop (the per-component bounds live in components.yaml ``scaling``)."""
 
     enabled: bool = Field(True, description="scale replicas on load, from zero on demand, to zero when idle; "
-                                            "run it in one gateway only")
+                                            "with several gateways one leads it, the others report to it")
+    leader_ttl_s: float = Field(5.0, gt=0, description="a leading gateway that stops renewing its lease for this "
+                                                       "long (killed, stalled) is replaced by another")
     tick_s: float = Field(1.0, gt=0, description="how often each deployment's replica count is decided")
     window_s: float = Field(10.0, gt=0, description="arrival rate and latency are measured over this window")
     up_stabilization_s: float = Field(0.0, ge=0, description="a scale-up needs its recommendation held this long")

@@ -51,7 +51,7 @@ async def start_deploy_runs(store: PlatformStore, requests: list[DeployRequest],
     started = []
     for request in requests:
         intent = await asyncio.to_thread(
-            store.claim_deploy, request.model_name, request.version, request.reason, request.source
+            store.claim_deploy, request.model_name, request.version, request.reason, request.source, request.component
         )
         if not intent:
             started.append(StartedRun(request, None))

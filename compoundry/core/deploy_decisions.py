@@ -9,7 +9,7 @@ does nothing. That is how "a version is deployed once" holds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 #: Tags the platform reads on a model version ("deployment metadata").
 TAG_COMPONENT = "compoundry.component"  # which component this version is for (default: by model name)
@@ -166,21 +166,33 @@ class DeployIntent:
     trigger: str  # VERSION | ALIAS | MANUAL
 
 
-def superseded_by(ours: DeployIntent, route: RouteIntent, alias_now: str | None,
-                  alias_at_start: str | None) -> str | None:
+def superseded_by(ours: DeployIntent, route: RouteIntent, alias_now: str | None, alias_at_start: str | None,
+                  pending: Sequence[DeployIntent] = ()) -> str | None:
     """``None`` when this deploy may switch the route (and move the alias); otherwise why it must not.
 
-    Checked under the component's deploy lock, just before the switch, so the last command wins:
+    Checked under the component's deploy lease, before starting replicas and again just before the
+    switch, so the last command wins:
 
     - a route set by a newer intent is never replaced (between two registrations the version number
       decides, not the order their webhooks arrived in);
+    - a newer operator command still waiting (``pending``: claims after ours, not yet finished) wins, and so
+      does a newer version's registration over an older one's;
     - a deploy started by an alias move commits only while the alias still points at its version;
     - any other deploy never moves an alias someone else moved since it started (a deploy flow moves the
       route and the alias together, so an alias that equals the route was moved by a flow, not a person);
-    - a registration never replaces a newer version: only an alias (or an operator's deploy) goes back.
+    - a registration never replaces a newer version: only an alias (or an operator's deploy) goes back;
+    - a version the route already serves is not deployed again (a webhook and the poller both saw it),
+      unless an operator asked for it by hand.
     """
     if route.intent > ours.sequence and not (ours.trigger == VERSION == route.trigger):
         return f"a newer intent (#{route.intent}) already routed v{route.version}"
+    for later in (p for p in pending if p.sequence > ours.sequence):
+        if later.trigger != VERSION:
+            return f"a newer command (#{later.sequence}, v{later.version}) is waiting to deploy"
+        if ours.trigger == VERSION and _newer(later.version, ours.version):
+            return f"v{later.version}, a newer version, is waiting to deploy"
+    if route.version == ours.version and ours.trigger != MANUAL:
+        return f"v{ours.version} is already routed"
     if ours.trigger == ALIAS:
         if alias_now != ours.version:
             return f"the alias moved on to v{alias_now} after this deploy was asked for"

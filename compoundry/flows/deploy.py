@@ -27,11 +27,18 @@ from prefect.runtime import flow_run
 from bentos.build import build_bento
 from compoundry.core.deploy_decisions import (
     MANUAL,
-    DeployIntent,
-    superseded_by,
     watched_components,
 )
-from compoundry.flows.context import local_target, platform_context, store_for
+from compoundry.flows.context import local_target, platform_context
+from compoundry.flows.deploy_ordering import (
+    Check,
+    Ordering,
+    RouteMoved,
+    check_intent,
+    move_alias,
+    read_alias,
+    switch_route,
+)
 from compoundry.gates.evaluation import (
     EvaluationSuiteError,
     check_evaluation_dataset,
@@ -39,7 +46,7 @@ from compoundry.gates.evaluation import (
 )
 from compoundry.gates.prefect_artifacts import publish_gate
 from compoundry.registry.demo_models import smoke_input
-from compoundry.registry.model_store import ModelNotFound, ModelStore, ModelVersionInfo
+from compoundry.registry.model_store import ModelStore, ModelVersionInfo
 from compoundry.scaling.targets.local import Launch, ReplicaFailed, ReplicaHandle
 from compoundry.store import DeploymentStatus
 from compoundry.store.capacity import CapacityStore
@@ -143,48 +150,12 @@ def smoke_prediction(replica: ReplicaHandle, inputs: dict, timeout_s: float) -> 
     return {"output_preview": str(response.json())[:300], "model_load_s": info.get("model_load_s")}
 
 
-@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=2, task_run_name="read alias {alias}")
-def read_alias(tracking_uri: str, model_name: str, alias: str | None) -> str | None:
-    """The version ``alias`` points at now (``None``: no such alias, or no alias governs this route)."""
-    if alias is None:
-        return None
-    try:
-        return ModelStore(tracking_uri).by_alias(model_name, alias).version
-    except ModelNotFound:
-        return None
-
-
-@task(cache_policy=NO_CACHE, task_run_name="is v{version} still wanted")
-def check_intent(database_url: str, tracking_uri: str, component: str, variant: str | None, model_name: str,
-                 version: str, intent: int, trigger: str, alias: str | None, alias_at_start: str | None) -> str | None:
-    """Why this deploy is superseded (a newer intent routed, the alias moved on, an older version), or None."""
-    route = store_for(database_url).route_intent(component, variant)
-    alias_now = read_alias.fn(tracking_uri, model_name, alias)
-    return superseded_by(DeployIntent(version, intent, trigger), route, alias_now, alias_at_start)
-
-
-@task(cache_policy=NO_CACHE, task_run_name="switch route of {component}")
-def switch_route(database_url: str, component: str, deployment_id: str, variant: str | None = None,
-                 intent: int = 0, trigger: str = MANUAL) -> str | None:
-    """Point the component's serving route (or, with ``variant``, that experiment variant's route) here."""
-    store = store_for(database_url)
-    store.update_deployment(deployment_id, status=DeploymentStatus.READY)
-    if variant:
-        return store.set_variant_route(component, variant, deployment_id, intent, trigger)
-    return store.set_route(component, deployment_id, intent, trigger)
-
-
 @task(cache_policy=NO_CACHE, task_run_name="drain {deployment_id}")
 def drain_old(deployment_id: str) -> None:
     """Give every gateway time to read the new route, then stop the old replicas gracefully."""
     target = local_target()
     time.sleep(propagation_s(target.settings.config.route_refresh_s))
     target.stop_deployment(deployment_id, grace_s=30)
-
-
-@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=2, task_run_name="set alias {alias} → v{version}")
-def set_alias(tracking_uri: str, model_name: str, alias: str, version: str) -> None:
-    ModelStore(tracking_uri).set_alias(model_name, alias, version)
 
 
 @flow(name="deploy-model-version", flow_run_name="deploy {model_name} v{version}", log_prints=True)
@@ -208,11 +179,10 @@ def deploy_model_version(model_name: str, version: str, component: str | None = 
     version = str(version)
     run_id = str(flow_run.get_id() or uuid.uuid4().hex)
     if intent is None:
-        intent = store.claim_deploy(model_name, version, f"run:{run_id}", source) or 0
+        intent = store.claim_deploy(model_name, version, f"run:{run_id}", source, component) or 0
     alias = _governing_alias(config, component, variant)
-    alias_at_start = read_alias(settings.mlflow_url, model_name, alias)
-    ordering = (settings.database_url, settings.mlflow_url, component, variant, model_name, version, intent, trigger,
-                alias, alias_at_start)
+    order = Ordering(settings.database_url, settings.mlflow_url, component, variant, model_name, version, intent,
+                     trigger, alias, read_alias(settings.mlflow_url, model_name, alias))
 
     info = resolve_version(settings.mlflow_url, model_name, version)
     signature = check_model(settings.mlflow_url, info, comp.engine)
@@ -225,7 +195,7 @@ def deploy_model_version(model_name: str, version: str, component: str | None = 
                                on_wait=lambda holder: logger.info("waiting for %s's deploy lease, held by %s",
                                                                   component, holder))
     with lease:
-        superseded = check_intent(*ordering)
+        superseded = check_intent(order).superseded
         if superseded is None:
             store.add_deployment(deployment_id, component, model_name, version, comp.engine, flow_run_id=run_id)
             store.update_deployment(deployment_id, bento_tag=bento_tag)
@@ -236,12 +206,8 @@ def deploy_model_version(model_name: str, version: str, component: str | None = 
                 smoke = smoke_prediction(replicas[0], smoke_input(comp.engine, model_name),
                                          comp.timeouts.request_s * 3)
                 store.update_deployment(deployment_id, load_time_s=smoke["model_load_s"])
-                superseded = check_intent(*ordering)
-                if superseded is None:
-                    previous = switch_route(settings.database_url, component, deployment_id, variant, intent,
-                                            trigger)
-                    if set_serving_alias and not variant:
-                        set_alias(settings.mlflow_url, model_name, comp.alias, version)
+                check = check_intent(order)
+                superseded, previous = _switched(order, deployment_id, check)
             except Exception as exc:
                 _abandon(store, deployment_id, DeploymentStatus.FAILED, str(exc))
                 logger.error("deploy of %s v%s failed; the previous route keeps serving: %s", model_name, version,
@@ -249,8 +215,10 @@ def deploy_model_version(model_name: str, version: str, component: str | None = 
                 raise
             if superseded is not None:
                 _abandon(store, deployment_id, DeploymentStatus.SUPERSEDED, superseded)
+            else:
+                alias_moved = _move_alias(order, check) if set_serving_alias and not variant else "not moved"
+    store.release_intent(intent)  # done (routed or superseded): the same command given again deploys again
     if superseded is not None:
-        store.release_intent(intent)
         logger.warning("deploy of %s v%s superseded, the route stays as it is: %s", model_name, version, superseded)
         return {"component": component, "variant": variant, "deployment": None, "model": model_name,
                 "version": version, "superseded": superseded, "intent": intent, "source": source}
@@ -259,7 +227,7 @@ def deploy_model_version(model_name: str, version: str, component: str | None = 
 
     result = {
         "component": component, "variant": variant, "deployment": deployment_id, "model": model_name,
-        "version": version, "intent": intent,
+        "version": version, "intent": intent, "alias": alias_moved,
         "bento": bento_tag, "replica": replicas[0].url, "replicas": len(replicas), "replica_ready_s": round(waited, 2),
         "model_load_s": smoke["model_load_s"], "replaced": previous, "source": source,
         "total_s": round(time.monotonic() - started, 2), "signature": signature, "evaluation_gate": gate,
@@ -277,6 +245,25 @@ def deploy_model_version(model_name: str, version: str, component: str | None = 
     logger.info("%s%s serves %s v%s from %s", component, f" (variant {variant})" if variant else "", model_name,
                 version, replicas[0].url)
     return result
+
+
+def _switched(order: Ordering, deployment_id: str, check: Check) -> tuple[str | None, str | None]:
+    """``(why not, None)`` if superseded (by the check, or by a switch since it), else ``(None, replaced)``."""
+    if check.superseded is not None:
+        return check.superseded, None
+    try:
+        return None, switch_route(order, deployment_id, check)
+    except RouteMoved as exc:
+        return str(exc), None
+
+
+def _move_alias(order: Ordering, check: Check) -> str:
+    """The route serves the new version whatever MLflow says: an alias that cannot be written is logged."""
+    try:
+        return move_alias(order, check)
+    except Exception as exc:  # MLflow down through the retries: the poller will see the alias differ
+        get_run_logger().warning("the route serves v%s but the alias could not be moved: %s", order.version, exc)
+        return f"not moved: {exc}"[:300]
 
 
 def _abandon(store, deployment_id: str, status: DeploymentStatus, reason: str) -> None:

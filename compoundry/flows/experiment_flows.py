@@ -78,7 +78,8 @@ def wait_for_variant(database_url: str, component: str, variant: str | None, ver
 
 def _deploy(ctx, request, timeout_s: float) -> str:
     """Run the deploy flow for a request unless another path has claimed it (then wait for that one)."""
-    intent = ctx.store.claim_deploy(request.model_name, request.version, request.reason, request.source)
+    intent = ctx.store.claim_deploy(request.model_name, request.version, request.reason, request.source,
+                                    request.component)
     if intent:
         result = deploy_model_version(request.model_name, request.version, component=request.component,
                                       source=request.source, variant=request.variant, intent=intent,

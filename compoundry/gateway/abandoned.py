@@ -39,6 +39,8 @@ class AbandonedCalls:
         except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
             if task.done():
                 balancer.release(url)
+                if not task.cancelled():
+                    task.exception()  # retrieved: it lost the race with the timeout, nobody will raise it
             else:
                 self._keep(task, balancer, url)
             if isinstance(exc, asyncio.CancelledError):

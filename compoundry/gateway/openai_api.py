@@ -40,12 +40,13 @@ class _OpenAIBody(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
 
-    @model_validator(mode="after")
-    def _finite_extras(self):
-        where = _non_finite(self.model_extra or {}, "body")
+    @model_validator(mode="before")
+    @classmethod
+    def _finite_numbers(cls, body: Any) -> Any:
+        where = _non_finite(body)
         if where:
             raise ValueError(f"{where} is not a finite number (NaN and Infinity are not JSON)")
-        return self
+        return body
 
 
 class ChatMessage(BaseModel):
@@ -70,11 +71,18 @@ class EmbeddingRequest(BaseModel):
     input: str | list[str]
 
 
-def _non_finite(value: Any, where: str) -> str | None:
-    if isinstance(value, float) and not math.isfinite(value):
-        return where
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    return next((w for k, v in items if (w := _non_finite(v, f"{where}.{k}"))), None)
+def _non_finite(body: Any) -> str | None:
+    """Where the body holds a NaN or an infinity, anywhere (a loop, not recursion: any depth is safe)."""
+    stack: list[tuple[str, Any]] = [("body", body)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return where
+        if isinstance(value, dict):
+            stack.extend((f"{where}.{k}", v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(value))
+    return None
 
 
 @router.get("/v1/models", summary="Components, as OpenAI models (id = component name)")

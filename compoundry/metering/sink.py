@@ -125,7 +125,7 @@ class MeteringSink:
     def hold(self, rec: MeteringRecord) -> tuple[int, int]:
         """Spool a record whose request's answer is not sent yet; :meth:`release` it once it is (or is not)."""
         with self._lock:
-            if self._spool is None:
+            if self._spool is None or self._closed:
                 return 0, 0
             try:
                 return self._spool.append(rec), self._spool.segment
@@ -136,15 +136,15 @@ class MeteringSink:
     def release(self, held: list[tuple[MeteringRecord, tuple[int, int]]], delivered: bool) -> None:
         """Queue records :meth:`hold` spooled, saying whether their request's answer was sent."""
         with self._lock:
-            if self._spool is not None:
-                try:
-                    self._spool.mark([n for _, (n, _) in held if n], delivered)
-                except OSError as exc:
-                    self._last_error = f"metering spool: {exc}"[:500]
             entries = [(rec if delivered else replace(rec, delivered=False), segment) for rec, (_, segment) in held]
             if self._closed:
                 self._dropped += len(entries)
                 return
+            if self._spool is not None:
+                try:
+                    self._spool.mark([handle for _, handle in held if handle[0]], delivered)
+                except OSError as exc:
+                    self._last_error = f"metering spool: {exc}"[:500]
             self._queue(entries)
 
     def _spooled(self, rec: MeteringRecord, delivered: bool) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 from compoundry.core.costs.records import MeteringRecord
 
 PREFIX = "metering-"
+MAX_OPEN = 64  # finished segments kept open (and locked) while their records wait for the database
 
 
 class Spool:
@@ -62,16 +63,31 @@ class Spool:
         self._outstanding[self._number] = self._outstanding.get(self._number, 0) + 1
         return self._seq
 
-    def mark(self, numbers: Iterable[int], delivered: bool) -> None:
-        """Say whether the answer of the request these records belong to was sent."""
-        self._write({"d": list(numbers), "ok": delivered})
+    def mark(self, held: Iterable[tuple[int, int]], delivered: bool) -> None:
+        """Say whether the answer of the request these ``(number, segment)`` records belong to was sent; the line
+        goes to each record's own segment (still open: its record is not settled yet), so a replayer reading
+        one segment finds both."""
+        by_segment: dict[int, list[int]] = {}
+        for number, segment in held:
+            by_segment.setdefault(segment, []).append(number)
+        for segment, numbers in by_segment.items():
+            fd = self._fd if segment == self._number else self._finished.get(segment, (None, None))[1]
+            if fd is not None:
+                self._write({"d": numbers, "ok": delivered}, fd)
 
     def rotate(self) -> None:
-        """Finish the current segment (if it holds anything) and start a new one."""
-        if not self._outstanding.get(self._number):
+        """Finish the current segment (if it holds anything) and start a new one. Past ``MAX_OPEN`` finished
+        segments (the database is down: nothing settles) or when a new file cannot be made, keep writing
+        the current one."""
+        if not self._outstanding.get(self._number) or len(self._finished) >= MAX_OPEN:
             return
-        self._finished[self._number] = (self.path, self._fd)
-        self._fd, self.path = self._open()
+        finished = (self._number, self.path, self._fd)
+        try:
+            self._fd, self.path = self._open()
+        except OSError:
+            self._number -= 1
+            return
+        self._finished[finished[0]] = finished[1:]
 
     def settle(self, segments: Iterable[int]) -> None:
         """These records (by segment) are in the database, or refused by it: forget them."""
@@ -104,8 +120,8 @@ class Spool:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return fd, path
 
-    def _write(self, entry: dict) -> None:
-        os.write(self._fd, (json.dumps(entry, separators=(",", ":"), default=str) + "\n").encode())
+    def _write(self, entry: dict, fd: int | None = None) -> None:
+        os.write(self._fd if fd is None else fd, (json.dumps(entry, separators=(",", ":"), default=str) + "\n").encode())
 
 
 # --- recovery (another process's segments) --------------------------------------------------------

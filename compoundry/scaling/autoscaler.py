@@ -47,6 +47,7 @@ from compoundry.core.autoscaling.replica_policy import (
     deployment_bounds,
 )
 from compoundry.core.autoscaling.warmup_plans import prewarm_hold_s, prewarm_targets
+from compoundry.scaling.peers import ACCESS, Peers
 from compoundry.scaling.targets.protocol import ScalerTarget, ScalingSpec
 from compoundry.store.refresh import Periodic
 
@@ -88,10 +89,13 @@ class _Tracked:
 
 class Autoscaler:
     def __init__(self, routes, load: LoadSource, config: Callable[[], object], target: ScalerTarget, capacity,
-                 settings, clock: Callable[[], float] = time.monotonic):
-        """``routes``: the gateway's RouteTable; ``config()``: the current Config; ``capacity``: a CapacityStore."""
+                 settings, clock: Callable[[], float] = time.monotonic, peers: Peers | None = None):
+        """``routes``: the gateway's RouteTable; ``config()``: the current Config; ``capacity``: a CapacityStore;
+        ``peers``: leadership among several gateway processes (None: this one always leads)."""
         self.routes, self.load, self.config = routes, load, config
         self.target, self.capacity, self.settings, self.clock = target, capacity, settings, clock
+        self.peers = peers
+        self.leading = peers is None
         self.tracked: dict[str, _Tracked] = {}
         self.events: deque[ScalingEvent] = deque(maxlen=200)
         self._actions: dict[str, asyncio.Task] = {}
@@ -103,9 +107,13 @@ class Autoscaler:
         self._loop: Periodic | None = None
         self._measured: dict[str, float] = {}  # component -> median seconds to ready of its recent replicas
         self._measured_at: float | None = None  # None: read them at the next tick
+        self._remote: dict[str, tuple[int, int]] = {}  # deployment -> (in flight, queued) on follower gateways
 
     # --- request path (sync, cheap) ------------------------------------------------------
     def on_access(self, component: str, variant: str | None) -> None:
+        if not self.leading:
+            self.peers.report.woke(component, variant, ACCESS, time.time())
+            return
         if self._held and component in self._held:  # the request it was warmed for has arrived
             held = self.tracked.get(self._held.pop(component))
             if held is not None:
@@ -119,10 +127,17 @@ class Autoscaler:
                 self._wake_deployment(deployment, "variant")
 
     def request_capacity(self, component: str, reason: str) -> None:
+        if not self.leading:
+            self.peers.report.woke(component, None, reason, time.time())
+            return
         self._wake(component, reason)
 
     def observe(self, call) -> None:
         """A finished call (the dispatcher's ``on_call``): feeds its deployment's rate and latency."""
+        if not self.leading:
+            if call.deployment:
+                self.peers.report.completed(call.deployment, call.compute_ms / 1000)
+            return
         tracked = self.tracked.get(call.deployment) if call.deployment else None
         if tracked is not None:
             tracked.window.add(self.clock(), call.compute_ms / 1000)
@@ -138,15 +153,19 @@ class Autoscaler:
         for task in list(self._actions.values()):
             task.cancel()
         await asyncio.gather(*self._actions.values(), return_exceptions=True)
+        if self.peers is not None:  # hand over now, not when the lease runs out
+            await asyncio.to_thread(self.peers.leave)
 
     async def tick(self) -> None:
+        if self.peers is not None and not await self._lead():
+            return
         measure = self._measured_at is None or self.clock() - self._measured_at >= MEASURE_EVERY_S
         try:
             facts = await asyncio.to_thread(self._read_facts, self._routed(), measure)
         except Exception as exc:  # the database is down: keep the replicas we have
             log.warning("autoscaler: could not read replicas (%s); skipping this tick", exc)
             return
-        self._floors, live, lost, tags, measured = facts
+        self._floors, live, lost, tags, measured, demand = facts
         now = self.clock()
         if measured is not None:
             self._measured, self._measured_at = measured, now
@@ -159,6 +178,35 @@ class Autoscaler:
         for gone in set(self.tracked) - set(self._routed()):
             del self.tracked[gone]
         self._update_cold()
+        self._apply(demand)
+
+    async def _lead(self) -> bool:
+        """Whether this gateway leads this tick; a follower sends its report instead of deciding."""
+        try:
+            self.leading = await asyncio.to_thread(self.peers.lead_or_report, self.peers.document(self._own_load()))
+        except Exception as exc:
+            log.warning("autoscaler: could not reach the platform database (%s); skipping this tick", exc)
+            self.leading = False
+        return self.leading
+
+    def _own_load(self) -> dict[str, tuple[int, int]]:
+        return {d: self.load.load_of(c, d) for d, (c, _) in self._routed().items()}
+
+    def _apply(self, demand) -> None:
+        """Followers' completions, load and wakes, as if they had happened here."""
+        if demand is None:
+            return
+        now = self.clock()
+        for deployment, (calls, service_s) in demand.completions.items():
+            tracked = self.tracked.get(deployment)
+            if tracked is not None:
+                tracked.window.add(now, service_s / calls, calls)
+        self._remote = demand.load
+        for component, variant, reason in demand.wakes:
+            if reason == ACCESS:
+                self.on_access(component, variant)
+            else:
+                self._wake(component, reason)
 
     # --- decisions -----------------------------------------------------------------------
     def _decide(self, deployment: str, tracked: _Tracked, now: float) -> None:
@@ -167,6 +215,8 @@ class Autoscaler:
             return
         tracked.policy.set_bounds(self._bounds(config, tracked.component, tracked.variant))
         in_flight, queued = self.load.load_of(tracked.component, deployment)
+        elsewhere = self._remote.get(deployment, (0, 0))
+        in_flight, queued = in_flight + elsewhere[0], queued + elsewhere[1]
         waited_for = tracked.demand_at is not None and now - tracked.demand_at <= DEMAND_TTL_TICKS * self.settings.tick_s
         held = waited_for or self._prewarm_pending(tracked, now)
         lost, tracked.lost = tracked.lost, 0
@@ -290,7 +340,8 @@ class Autoscaler:
         live = {d: self.target.replicas(d) for d in routed}  # finds the dead ones: ``lost`` after it
         lost = {d: n for d in routed if (n := self.target.lost(d))}
         measured = self.capacity.cold_start_estimates() if measure else None
-        return floors, live, lost, self.capacity.bento_tags(list(routed)), measured
+        demand = self.peers.followers_demand() if self.peers is not None else None
+        return floors, live, lost, self.capacity.bento_tags(list(routed)), measured, demand
 
     def _update_cold(self) -> None:
         busy = set(self._actions)
@@ -320,7 +371,8 @@ class Autoscaler:
                               "down_stabilization_s": t.policy.bounds.down_window_s,
                               "cold_start_s": cold, "cold_start_source": source,
                               "scale_to_zero_at_s": _rel(t.policy.scale_to_zero_at(), now)}
-        return {"deployments": deployments, "floors": self._floors, "cold": sorted(self._cold),
+        return {"leader": self.leading, "gateway": self.peers.gateway if self.peers is not None else None,
+                "deployments": deployments if self.leading else {}, "floors": self._floors, "cold": sorted(self._cold),
                 "down_stabilization": {"configured_s": self.settings.down_stabilization_s,
                                        "cold_starts": COLD_STARTS_PER_DOWN_WINDOW},
                 "events": [asdict(e) for e in list(self.events)[-50:]]}

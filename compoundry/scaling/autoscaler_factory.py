@@ -7,8 +7,12 @@ import time
 from collections.abc import Callable
 
 from compoundry.scaling.autoscaler import Autoscaler
+from compoundry.scaling.leadership import Leadership, gateway_id
+from compoundry.scaling.peers import Peers
 from compoundry.scaling.targets.local import LocalTarget
 from compoundry.store.capacity import CapacityStore
+from compoundry.store.gateway_reports import GatewayReports
+from compoundry.store.leases import Leases
 from compoundry.store.refresh import propagation_s
 
 DRAIN_POLL_S = 0.05
@@ -38,4 +42,6 @@ def build_autoscaler(settings, store, routes, load, config: Callable[[], object]
             time.sleep(DRAIN_POLL_S)
 
     target = LocalTarget(settings, store, drain=drain)
-    return Autoscaler(routes, load, config, target, CapacityStore(store), options)
+    leadership = Leadership(Leases(store), gateway_id(), options.leader_ttl_s)
+    peers = Peers(leadership, GatewayReports(store), stale_s=max(3 * options.tick_s, options.leader_ttl_s))
+    return Autoscaler(routes, load, config, target, CapacityStore(store), options, peers=peers)

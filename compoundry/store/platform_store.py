@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import CreateColumn
 
-from compoundry.core.deploy_decisions import RouteIntent
+from compoundry.core.deploy_decisions import DeployIntent, RouteIntent, trigger_of
 from compoundry.core.routing.route_view import ReplicaView, RouteView
 from compoundry.store.tables import (
     Base,
@@ -73,11 +73,21 @@ class PlatformStore:
         return self._session.begin()
 
     # --- deploy claims & webhook deliveries --------------------------------
-    def claim_deploy(self, model_name: str, version: str, reason: str, source: str) -> int | None:
+    def claim_deploy(self, model_name: str, version: str, reason: str, source: str,
+                     component: str | None = None) -> int | None:
         """The claim's intent (a sequence number, truthy) for the first caller only; ``None`` for the others:
         a version is deployed once per reason."""
-        claim = DeployClaim(model_name=model_name, model_version=str(version), reason=reason, source=source)
+        claim = DeployClaim(model_name=model_name, model_version=str(version), reason=reason, source=source,
+                            component=component)
         return claim.id if self._insert_once(claim) else None
+
+    def pending_intents(self, component: str, after: int) -> list[DeployIntent]:
+        """Claims of ``component`` newer than intent ``after`` that have not finished (succeeded or been
+        superseded): commands still on their way."""
+        with self._session() as s:
+            rows = s.scalars(select(DeployClaim).where(DeployClaim.component == component, DeployClaim.id > after)
+                             .order_by(DeployClaim.id))
+            return [DeployIntent(r.model_version, r.id, trigger_of(r.reason)) for r in rows]
 
     def attach_flow_run(self, model_name: str, version: str, reason: str, flow_run_id: str) -> None:
         with self._session.begin() as s:
@@ -153,10 +163,16 @@ class PlatformStore:
             else:
                 row.stopped_at = None
 
-    def set_route(self, component: str, deployment_id: str, intent: int = 0, trigger: str = "manual") -> str | None:
-        """Point a component at a deployment (set by deploy ``intent``); returns the deployment it replaced."""
+    def set_route(self, component: str, deployment_id: str, intent: int = 0, trigger: str = "manual",
+                  expect_intent: int | None = None) -> str | None:
+        """Point a component at a deployment (set by deploy ``intent``); returns the deployment it replaced.
+
+        With ``expect_intent``, only if the route is still the one set by that intent (a compare-and-set: a
+        deploy that lost its lease cannot overwrite a newer switch); else :class:`RouteMoved`.
+        """
         with self._session.begin() as s:
-            row = s.get(Route, component)
+            row = s.get(Route, component, with_for_update=expect_intent is not None)
+            _expect(row, expect_intent, component)
             previous = row.deployment_id if row else None
             if row is None:
                 s.add(Route(component=component, deployment_id=deployment_id, intent=intent, trigger=trigger))
@@ -165,10 +181,11 @@ class PlatformStore:
             return previous if previous != deployment_id else None
 
     def set_variant_route(self, component: str, variant: str, deployment_id: str, intent: int = 0,
-                          trigger: str = "manual") -> str | None:
+                          trigger: str = "manual", expect_intent: int | None = None) -> str | None:
         """Point one experiment variant of a component at a deployment; returns the one it replaced."""
         with self._session.begin() as s:
-            row = s.get(VariantRoute, (component, variant))
+            row = s.get(VariantRoute, (component, variant), with_for_update=expect_intent is not None)
+            _expect(row, expect_intent, f"{component} ({variant})")
             previous = row.deployment_id if row else None
             if row is None:
                 s.add(VariantRoute(component=component, variant=variant, deployment_id=deployment_id,
@@ -237,6 +254,15 @@ class PlatformStore:
     def routed_deployment(self, component: str) -> DeploymentView | None:
         """The deployment on the component's serving route (not an experiment variant's)."""
         return next((d for d in self.deployments(component) if d.routed and d.variant is None), None)
+
+
+class RouteMoved(RuntimeError):
+    """The route changed since the deploy last looked: another deploy switched it."""
+
+
+def _expect(row, intent: int | None, what: str) -> None:
+    if intent is not None and (row.intent if row is not None else 0) != intent:
+        raise RouteMoved(f"the route of {what} was switched by intent #{getattr(row, 'intent', 0)} meanwhile")
 
 
 def _replicas_by_deployment(s: Session, deployment_ids: list[str], ready_only: bool) -> dict[str, list[ReplicaView]]:

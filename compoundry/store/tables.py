@@ -124,12 +124,16 @@ class DeployClaim(Base):
     """First path (webhook, poll, CLI) to see a model version claims its deploy.
 
     The claim's id is the deploy's *intent*: a sequence in the order operators' commands were seen. A route
-    remembers the intent that set it, and a deploy never replaces a route set by a newer intent.
+    remembers the intent that set it, and a deploy never replaces a route set by a newer intent. A claim is
+    deleted when its deploy succeeds or is superseded (the same command given again deploys again), and
+    kept when it fails (the poller does not retry a broken version every few minutes).
     """
 
     __tablename__ = "deploy_claims"
-    __table_args__ = (UniqueConstraint("model_name", "model_version", "reason"),)
+    # ids never reused (SQLite's AUTOINCREMENT): an intent must stay newer than every one before it
+    __table_args__ = (UniqueConstraint("model_name", "model_version", "reason"), {"sqlite_autoincrement": True})
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    component: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
     model_name: Mapped[str] = mapped_column(String(200))
     model_version: Mapped[str] = mapped_column(String(40))
     reason: Mapped[str] = mapped_column(String(80))
@@ -145,6 +149,16 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     owner: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[float] = mapped_column(Float)  # epoch seconds: compared in SQL, no time zone to get wrong
+
+
+class GatewayReport(Base):
+    """A follower gateway's latest load and held requests, for the autoscaler leader
+    (``core/autoscaling/demand_reports.py``): one row per gateway process, replaced every tick."""
+
+    __tablename__ = "gateway_reports"
+    gateway_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    reported_at: Mapped[float] = mapped_column(Float)  # epoch seconds
+    document: Mapped[str] = mapped_column(Text)  # JSON
 
 
 class WebhookDelivery(Base):

@@ -75,7 +75,7 @@ class Deploys:
 
         for request in requests:
             intent = self.platform.store.claim_deploy(request.model_name, request.version, request.reason,
-                                                      request.source)
+                                                      request.source, request.component)
             assert intent
 
             def run(request=request, intent=intent):

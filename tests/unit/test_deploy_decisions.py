@@ -162,3 +162,26 @@ def test_between_registrations_the_version_decides_not_the_claim_order():
     assert superseded_by(DeployIntent("5", 11, VERSION), routed_by_v4, "4", "3") is None
     # but an operator's newer command is never overtaken by an older registration
     assert "newer intent" in superseded_by(DeployIntent("5", 11, VERSION), RouteIntent("2", 12, ALIAS), "2", "3")
+
+
+def test_a_newer_command_still_on_its_way_wins_over_a_registration_that_started_after_it():
+    """v4 registered (#7), rollback to v2 (#8), and the v4 flow gets the lease first: it must not switch."""
+    pending = [DeployIntent("2", 8, ALIAS)]
+    assert "newer command" in superseded_by(DeployIntent("4", 7, VERSION), RouteIntent("3", 5, VERSION), "2", "2",
+                                            pending)
+    # a pending *older* version's registration does not stop a newer one
+    assert superseded_by(DeployIntent("5", 7, VERSION), RouteIntent("3", 5), "3", "3",
+                         [DeployIntent("4", 8, VERSION)]) is None
+    assert "newer version" in superseded_by(DeployIntent("4", 7, VERSION), RouteIntent("3", 5), "3", "3",
+                                            [DeployIntent("5", 8, VERSION)])
+
+
+def test_a_version_already_routed_is_not_deployed_again_unless_by_hand():
+    assert "already routed" in superseded_by(DeployIntent("4", 9, VERSION), RouteIntent("4", 3), "4", "4")
+    assert "already routed" in superseded_by(DeployIntent("4", 9, ALIAS), RouteIntent("4", 3), "4", "4")
+    assert superseded_by(DeployIntent("4", 9, MANUAL), RouteIntent("4", 3), "4", "4") is None
+
+
+def test_a_promotion_is_an_operator_command_not_an_alias_move():
+    """The promote flow deploys first and moves the alias after: it must not wait for the alias to move."""
+    assert trigger_of("promotion:champion:from:1") == MANUAL

@@ -162,7 +162,7 @@ def test_variants_not_running_are_deployed_with_the_claim_the_alias_webhook_woul
 def test_promotion_deploys_the_winner_as_the_serving_route_unless_it_already_is():
     component = Component(model="emb", engine="pyfunc")
     version, request = promotion_deploy(_experiment(), component, _serving("1"), "challenger", lambda m, a: "2")
-    assert version == "2" and request.variant is None and request.reason == "alias:champion:from:1"
+    assert version == "2" and request.variant is None and request.reason == "promotion:champion:from:1"
     assert promotion_deploy(_experiment(), component, _serving("2"), "challenger", lambda m, a: "2")[1] is None
 
 

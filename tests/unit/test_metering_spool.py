@@ -79,3 +79,15 @@ def test_requests_not_answered_are_stored_not_delivered(store, tmp_path):
     sink.release([(rec(7), held)], delivered=False)  # the client went away mid-stream
     sink.close(5)
     assert _rows(store) == [("req-7", False)]
+
+
+def test_a_delivery_mark_made_after_a_rotation_is_found_with_its_record(store, tmp_path):
+    """The answer line is written after the flush that rotated the segment: it goes to the record's segment."""
+    sink = MeteringSink(store.engine, batch_size=10, start=False, spool=Spool(tmp_path))
+    handle = sink.hold(rec(5))
+    sink.record(rec(6))
+    sink._spool.rotate()  # a flush started a new segment meanwhile
+    sink.release([(rec(5), handle)], delivered=True)
+    _die(sink._spool)
+    assert recover_spools(tmp_path, store.engine) == 2
+    assert dict(_rows(store)) == {"req-5": True, "req-6": True}

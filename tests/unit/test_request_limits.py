@@ -103,3 +103,12 @@ def test_openai_bodies_that_no_model_could_honour_get_a_422(parts, body):  # noq
         response = client.post(path, content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "invalid_request"
+
+
+def test_a_deeply_nested_or_message_level_nan_is_a_422_not_a_500(parts):  # noqa: F811
+    deep = '{"model": "llm", "messages": [{"role": "user", "content": "hi"}], "x": ' + "[" * 3000 + "]" * 3000 + "}"
+    nan_in_message = '{"model": "llm", "messages": [{"role": "user", "content": "hi", "weight": NaN}]}'
+    with TestClient(create_app(parts)) as client:
+        for body in (deep, nan_in_message):
+            response = client.post("/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
+            assert response.status_code in (400, 422), response.text

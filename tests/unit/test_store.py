@@ -6,9 +6,10 @@ local server (127.0.0.1:5432) and is skipped where none answers.
 
 import pytest
 
-from compoundry.core.deploy_decisions import RouteIntent
+from compoundry.core.deploy_decisions import DeployIntent, RouteIntent
 from compoundry.store import DeploymentStatus, PlatformStore
 from compoundry.store.leases import Leases, LeaseTimeout
+from compoundry.store.platform_store import RouteMoved
 
 
 def test_a_claim_is_won_once(store):
@@ -160,3 +161,22 @@ def test_a_superseded_intent_is_released_so_the_same_command_deploys_again(store
     intent = store.claim_deploy("m", "2", "alias:champion:from:1", "cli")
     store.release_intent(intent)
     assert store.claim_deploy("m", "2", "alias:champion:from:1", "cli")
+
+
+def test_pending_intents_are_the_newer_unfinished_claims_of_the_component(store):
+    first = store.claim_deploy("m", "4", "version", "webhook", "emb")
+    second = store.claim_deploy("m", "2", "alias:champion:from:3", "cli", "emb")
+    store.claim_deploy("other", "9", "version", "webhook", "llm")
+    assert store.pending_intents("emb", after=first) == [DeployIntent("2", second, "alias")]
+    store.release_intent(second)
+    assert store.pending_intents("emb", after=first) == []
+    assert store.claim_deploy("m", "5", "version", "webhook", "emb") > second  # ids are never reused
+
+
+def test_a_route_switch_expecting_an_intent_fails_if_another_deploy_switched_it(store):
+    store.add_deployment("d4", "emb", "m", "4", "pyfunc")
+    store.add_deployment("d5", "emb", "m", "5", "pyfunc")
+    store.set_route("emb", "d4", intent=7, expect_intent=0)
+    with pytest.raises(RouteMoved):
+        store.set_route("emb", "d5", intent=6, expect_intent=0)
+    assert store.set_route("emb", "d5", intent=8, expect_intent=7) == "d4"

@@ -46,4 +46,4 @@ def promotion_deploy(experiment, component, serving, winner: str,
         return version, None
     current = serving.model_version if serving else None
     return version, DeployRequest(experiment.component, component.model, version,
-                                  f"alias:{component.alias}:from:{current}", "promotion")
+                                  f"promotion:{component.alias}:from:{current}", "promotion")
