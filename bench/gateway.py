@@ -117,7 +117,7 @@ def run(args, tools: dict) -> dict:
             urls = {"stub": servers.start_stub(stack, tools["node"], args.delay_ms),
                     "fast": servers.start_stub(stack, tools["node"], 0)}
             urls["nginx"] = servers.start_nginx(stack, tools["nginx"], tmp, urls["stub"], urls["fast"])
-            urls["compoundry"], gw_key = servers.start_gateway(stack, tmp, urls["stub"], urls["fast"])
+            urls["compoundry"], gw_key = servers.start_gateway(stack, tmp, urls["stub"], urls["fast"], args.workers)
         keys = {"compoundry": gw_key}
         if args.litellm == "none":
             litellm_note = "skipped (--litellm none)"
@@ -195,6 +195,8 @@ def main() -> int:
     parser.add_argument("--litellm", default=None, metavar="PATH",
                         help="LiteLLM venv (default: bench/.litellm-venv, created if absent; 'none' skips)")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="gateway worker processes (default: one per core, as `compoundry up`)")
     args = parser.parse_args()
     try:
         tools = servers.require_tools()
@@ -205,7 +207,7 @@ def main() -> int:
     result = summarise(run(args, tools))
     argv = " ".join(sys.argv[1:])
     result |= {"benchmark": "gateway", "stub_delay_ms": args.delay_ms, "wrk_threads": args.wrk_threads,
-               "nginx_workers": servers.NGINX_WORKERS, "cpus": os.cpu_count(),
+               "nginx_workers": servers.NGINX_WORKERS, "cpus": os.cpu_count(), "gateway_workers": args.workers,
                "machine": f"{host.machine()} {host.node()}", "python": sys.version.split()[0],
                "wrk": servers.version([tools["wrk"], "-v"]), "nginx": servers.version([tools["nginx"], "-v"]),
                "node": servers.version([tools["node"], "--version"]), "seconds": round(time.time() - started),

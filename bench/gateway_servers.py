@@ -141,8 +141,9 @@ PIPELINES = """pipelines:
 """
 
 
-def start_gateway(stack: ExitStack, tmp: Path, stub_url: str, fast_url: str) -> tuple[str, str]:
-    """A real gateway process (``python -m compoundry.platform.gateway_process``) routed to the stubs; (url, api key)."""
+def start_gateway(stack: ExitStack, tmp: Path, stub_url: str, fast_url: str, workers: int) -> tuple[str, str]:
+    """A real gateway (``python -m compoundry.platform.gateway_process``, ``workers`` worker processes) routed to
+    the stubs; (url, api key)."""
     state = tmp / "gateway"
     state.mkdir()
     store = PlatformStore(f"sqlite:///{state / 'platform.db'}")
@@ -158,10 +159,13 @@ def start_gateway(stack: ExitStack, tmp: Path, stub_url: str, fast_url: str) -> 
     config.mkdir()
     (config / "components.yaml").write_text(COMPONENTS)
     (config / "pipelines.yaml").write_text(PIPELINES)
+    # the Node stub takes any number of calls at once: no per-replica cap or lane (target_concurrency 1024) in
+    # front of it, so what is measured is what the gateway adds, not admission control
+    (config / "platform.yaml").write_text("gateway: {replica_concurrency: null}\n")
     port = free_port()
     env = {**os.environ, "COMPOUNDRY_CONFIG_DIR": str(config), "COMPOUNDRY_STATE_DIR": str(state),
            "COMPOUNDRY_GATEWAY_PORT": str(port), "COMPOUNDRY_DATABASE_URL": f"sqlite:///{state / 'platform.db'}",
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": str(ROOT), "COMPOUNDRY_GATEWAY_WORKERS": str(workers)}
     proc = _spawn(stack, [sys.executable, "-m", "compoundry.platform.gateway_process"], log=tmp / "gateway.out", cwd=ROOT,
                   env=env)
     url = f"http://127.0.0.1:{port}"

@@ -45,6 +45,8 @@ class ColdStartHold(Strict):
 class GatewaySettings(Strict):
     """The Prediction Service's request-path policy (the per-component knobs live in components.yaml)."""
 
+    workers: int | None = Field(None, ge=1, description="gateway worker processes behind the one gateway port "
+                                                        "(one leads the autoscaler); null: one per CPU core")
     cold_start_hold_s: ColdStartHold = ColdStartHold()
     max_attempts: int = Field(2, ge=1, le=5, description="tries per call; retries only transport failures "
                                                           "on another replica")

@@ -34,6 +34,8 @@ class PlatformSettings:
             start, end = (int(p) for p in env["COMPOUNDRY_REPLICA_PORTS"].split("-", 1))
         self.replica_ports = (start, end)
         self._database_url = env.get("COMPOUNDRY_DATABASE_URL", config.database_url)
+        workers = env.get("COMPOUNDRY_GATEWAY_WORKERS") or config.gateway.workers
+        self.gateway_workers = int(workers) if workers else (os.cpu_count() or 1)
         # In a multi-host deployment (docker-compose, Kubernetes) services are not on `host`:
         self.bind_host = env.get("COMPOUNDRY_BIND_HOST", self.host)
         self._mlflow_url = env.get("COMPOUNDRY_MLFLOW_URL")

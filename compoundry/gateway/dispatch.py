@@ -340,8 +340,12 @@ class Dispatcher:
         return min(timeout_s, remaining)
 
     def _lane(self, route: RouteView, config) -> Lane:
-        """The component's own priority lane, sized to its ready replicas x target concurrency."""
-        return self.load.lane(route.component, max(1, len(route.replicas)) * config.scaling.target_concurrency)
+        """The component's own priority lane, sized to its ready replicas x target concurrency (at most the
+        per-replica cap, so calls past the cap wait their turn here instead of being refused)."""
+        per_replica = config.scaling.target_concurrency
+        if self.settings.replica_concurrency:
+            per_replica = min(per_replica, self.settings.replica_concurrency)
+        return self.load.lane(route.component, max(1, len(route.replicas)) * per_replica)
 
     # --- observability ---------------------------------------------------------------
     def _record(self, ctx: CallContext, component: str, route: RouteView | None, outcome: str, attempts: int,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, replace
@@ -131,6 +132,8 @@ def orphaned_segments(directory: Path) -> Iterator[tuple[Path, int]]:
         return
     for path in sorted(directory.glob(f"{PREFIX}*.jsonl")):
         try:
+            if _just_created(path):
+                continue  # a live process may not have locked it yet
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             continue  # deleted by its owner meanwhile
@@ -140,6 +143,11 @@ def orphaned_segments(directory: Path) -> Iterator[tuple[Path, int]]:
             os.close(fd)
             continue  # a live process writes it
         yield path, fd
+
+
+def _just_created(path: Path) -> bool:
+    stat = path.stat()
+    return stat.st_size == 0 and time.time() - stat.st_mtime < 60
 
 
 def read_segment(path: Path) -> list[MeteringRecord]:

@@ -3,15 +3,20 @@
 The composition root of the Prediction Service: reads the same settings and
 configs as every other platform process, opens the platform database
 (creating its tables if this is a fresh state dir), builds the app with the
-control API and the autoscaler, and serves it with uvicorn. A bad config is
-printed as ``file:line`` issues and exits with status 2, before anything listens.
+control API and the autoscaler, and serves it with uvicorn: in this process, or
+with ``gateway.workers`` > 1 (default: one per core) in that many worker
+processes behind the one port, each with its own parts (one of them leads the
+autoscaler, docs/scaling.md). A bad config is printed as ``file:line`` issues
+and exits with status 2, before anything listens.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import os
+import signal
 import sys
 from dataclasses import replace
 
@@ -30,6 +35,8 @@ from compoundry.metering.recovery import recover_spools
 from compoundry.metering.spool import Spool
 from compoundry.scaling.autoscaler_factory import build_autoscaler
 from compoundry.store import PlatformStore
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _configure_tracing() -> None:
@@ -77,6 +84,30 @@ def build_gateway(settings, config, store):
     return create_app(replace(parts, scaler=scaler))
 
 
+def create_app_in_worker():
+    """The app of one of several gateway worker processes (uvicorn's ``factory``): each builds its own parts.
+
+    A worker dies with its parent (``PR_SET_PDEATHSIG``): a supervisor killed with SIGKILL leaves no worker
+    serving the port behind it.
+    """
+    _die_with_parent()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    settings = PlatformSettings.load()
+    store = PlatformStore(settings.database_url)
+    app = build_gateway(settings, load_config(settings.config_dir), store)
+    _tune_gc()
+    return app
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() == 1:  # the parent died before the call
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per replica call is noise, and costs time
@@ -89,12 +120,18 @@ def main() -> int:
     _configure_tracing()
     settings.ensure_state_dir()
     store = PlatformStore(settings.database_url)
-    store.create_schema()
+    store.create_schema()  # once, before any worker starts
+    server = {"host": settings.bind_host, "port": settings.gateway_port, "log_level": "warning",
+              "access_log": False, "loop": "auto", "http": "auto"}  # "auto": uvloop and httptools when importable
+    if settings.gateway_workers > 1:  # uvicorn's own supervisor: one socket, workers restarted if they die
+        store.close()
+        uvicorn.run("compoundry.platform.gateway_process:create_app_in_worker", factory=True,
+                    workers=settings.gateway_workers, **server)
+        return 0
     app = build_gateway(settings, config, store)
     _tune_gc()
-    try:  # loop/http "auto" pick uvloop and httptools (declared dependencies) when importable
-        uvicorn.run(app, host=settings.bind_host, port=settings.gateway_port, log_level="warning",
-                    access_log=False, loop="auto", http="auto")
+    try:
+        uvicorn.run(app, **server)
     finally:
         store.close()
     return 0

@@ -108,6 +108,7 @@ class Autoscaler:
         self._measured: dict[str, float] = {}  # component -> median seconds to ready of its recent replicas
         self._measured_at: float | None = None  # None: read them at the next tick
         self._remote: dict[str, tuple[int, int]] = {}  # deployment -> (in flight, queued) on follower gateways
+        self._leader_state: dict | None = None  # as a follower: what the leader last published
 
     # --- request path (sync, cheap) ------------------------------------------------------
     def on_access(self, component: str, variant: str | None) -> None:
@@ -179,11 +180,15 @@ class Autoscaler:
             del self.tracked[gone]
         self._update_cold()
         self._apply(demand)
+        if self.peers is not None:
+            await asyncio.to_thread(self.peers.publish_state, self.describe())
 
     async def _lead(self) -> bool:
         """Whether this gateway leads this tick; a follower sends its report instead of deciding."""
         try:
             self.leading = await asyncio.to_thread(self.peers.lead_or_report, self.peers.document(self._own_load()))
+            if not self.leading:
+                self._leader_state = await asyncio.to_thread(self.peers.leader_state)
         except Exception as exc:
             log.warning("autoscaler: could not reach the platform database (%s); skipping this tick", exc)
             self.leading = False
@@ -360,6 +365,8 @@ class Autoscaler:
     def describe(self) -> dict:
         """For ``GET /v1/scaling``: each deployment's replicas and bounds (the effective scale-down window
         and the cold start bounding it), recent decisions."""
+        if not self.leading and self._leader_state is not None:  # any gateway answers with the leader's view
+            return {**self._leader_state, "leader": False, "gateway": self.peers.gateway}
         config, now = self.config(), self.clock()
         deployments = {}
         for d, t in sorted(self.tracked.items()):
@@ -372,7 +379,7 @@ class Autoscaler:
                               "cold_start_s": cold, "cold_start_source": source,
                               "scale_to_zero_at_s": _rel(t.policy.scale_to_zero_at(), now)}
         return {"leader": self.leading, "gateway": self.peers.gateway if self.peers is not None else None,
-                "deployments": deployments if self.leading else {}, "floors": self._floors, "cold": sorted(self._cold),
+                "deployments": deployments, "floors": self._floors, "cold": sorted(self._cold),
                 "down_stabilization": {"configured_s": self.settings.down_stabilization_s,
                                        "cold_starts": COLD_STARTS_PER_DOWN_WINDOW},
                 "events": [asdict(e) for e in list(self.events)[-50:]]}

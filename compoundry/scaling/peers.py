@@ -16,7 +16,7 @@ from compoundry.core.autoscaling.demand_reports import (
     DemandMerger,
     FollowerReport,
 )
-from compoundry.scaling.leadership import Leadership
+from compoundry.scaling.leadership import LEASE, Leadership
 from compoundry.store.gateway_reports import GatewayReports
 
 ACCESS = "access"  # a follower's request reached a component: the leader's pre-warming and variant wakes
@@ -54,6 +54,16 @@ class Peers:
         now = self.wall()
         reports = [r for r in self.reports.since(now - self.stale_s) if r[0] != self.gateway]
         return self._merger.merge(reports, now, self.stale_s)
+
+    def publish_state(self, state: dict) -> None:
+        """In a worker thread, as the leader: what ``GET /v1/scaling`` shows, for followers to answer with."""
+        self.reports.publish(self.gateway, {"state": state}, self.wall())
+
+    def leader_state(self) -> dict | None:
+        """In a worker thread, as a follower: the leader's last published state (None: none yet)."""
+        leader = self.leadership.leases.holder(LEASE)
+        found = [doc for gateway, _, doc in self.reports.since(self.wall() - self.stale_s) if gateway == leader]
+        return {**found[0].get("state", {}), "leader_gateway": leader} if found else None
 
     def leave(self) -> None:
         """Stopping: give the lease up and take the report back, so another gateway leads at its next tick."""

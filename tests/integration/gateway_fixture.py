@@ -76,7 +76,7 @@ def running_gateway(state: Path, configs: dict[str, str], seed: Callable[[Platfo
     keys = ApiKeys(store)
     issued = {"admin": keys.create("acme", ["invoke", "admin"])[1], "invoke": keys.create("acme", ["invoke"])[1]}
     port = free_port()
-    environment = {**os.environ, **(env or {}), "COMPOUNDRY_CONFIG_DIR": str(config_dir),
+    environment = {**os.environ, "COMPOUNDRY_GATEWAY_WORKERS": "1", **(env or {}), "COMPOUNDRY_CONFIG_DIR": str(config_dir),
                    "COMPOUNDRY_STATE_DIR": str(state), "COMPOUNDRY_GATEWAY_PORT": str(port),
                    "COMPOUNDRY_DATABASE_URL": f"sqlite:///{state / 'platform.db'}"}
     log = open(state / "gateway.log", "w")

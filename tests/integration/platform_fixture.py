@@ -60,6 +60,7 @@ def platform_env(state_dir: Path):
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "COMPOUNDRY_API_KEY": "",  # the platform's own admin key, not a developer's
+        "COMPOUNDRY_GATEWAY_WORKERS": "1",  # one process a test can signal; test_gateway_workers.py runs several
     }
     saved = {k: os.environ.get(k) for k in overrides}
     os.environ.update(overrides)

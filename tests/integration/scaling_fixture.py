@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,7 +98,8 @@ def scaling_platform(state: Path, components: str, pipelines: str, platform: str
                 deployments[component] = deployment
             gateway = _start_gateway(settings)
             client = httpx.Client(base_url=settings.gateway_url, timeout=120)
-            yield ScalingPlatform(settings, store, client, deployments)
+            with prefect_pointed_at(settings if "prefect" in services else None):
+                yield ScalingPlatform(settings, store, client, deployments)
         finally:
             if gateway is not None:
                 gateway.terminate()
@@ -108,6 +109,16 @@ def scaling_platform(state: Path, components: str, pipelines: str, platform: str
             for view in store.deployments():
                 LocalTarget(settings, store).stop_deployment(view.id, grace_s=5)
             supervisor.down()
+
+
+def prefect_pointed_at(settings: PlatformSettings | None):
+    """Flows run in this process (and thread) use this platform's Prefect server: Prefect reads its settings
+    once per process, so a module that ran flows earlier against another platform would leave them stale."""
+    if settings is None:
+        return nullcontext()
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    return temporary_settings(updates={PREFECT_API_URL: settings.prefect_api_url})
 
 
 def _start_gateway(settings: PlatformSettings) -> subprocess.Popen:

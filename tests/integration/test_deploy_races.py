@@ -22,7 +22,11 @@ from compoundry.core.deploy_decisions import (
 from compoundry.registry.model_store import ModelStore
 from compoundry.registry.sleeper_model import log_sleeper
 from tests.integration.platform_fixture import wait_until
-from tests.integration.scaling_fixture import MODEL, scaling_platform
+from tests.integration.scaling_fixture import (
+    MODEL,
+    prefect_pointed_at,
+    scaling_platform,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -79,9 +83,10 @@ class Deploys:
             assert intent
 
             def run(request=request, intent=intent):
-                self.results[request.version] = deploy_model_version(
-                    request.model_name, request.version, component=request.component, source=request.source,
-                    intent=intent, trigger=request.parameters["trigger"])
+                with prefect_pointed_at(self.platform.settings):  # a thread starts from Prefect's root settings
+                    self.results[request.version] = deploy_model_version(
+                        request.model_name, request.version, component=request.component, source=request.source,
+                        intent=intent, trigger=request.parameters["trigger"])
 
             thread = threading.Thread(target=run, name=f"deploy-v{request.version}")
             thread.start()

@@ -190,8 +190,13 @@ def test_poller_deploys_what_no_webhook_announced_and_old_replica_drains(platfor
             wait_until(lambda: store.deployment(old.deployment_id).status == "stopped", timeout_s=60,
                        what="the old classifier deployment to drain and stop")
         assert set(counts) == {200} and counts[200] > 20, counts  # blue/green under load: nothing dropped
-        # the poller saw it first; a second poll starts nothing new
-        assert not store.claim_deploy("compoundry-intent-classifier", new_version, "version", "webhook")
+        # the version is routed: a second poll asks for nothing (a late webhook's deploy would end "already routed")
+        from compoundry.config.loader import load_config
+        from compoundry.core.deploy_decisions import watched_components
+        from compoundry.flows.registry_poll import observe
+
+        again = observe(ModelStore(platform.mlflow_url), store, watched_components(load_config(platform.config_dir)))
+        assert not [r for r in again if r.component == "intent-classifier"], again
     finally:
         client.update_webhook(hook.webhook_id, status="ACTIVE")
         time.sleep(MLFLOW_WEBHOOK_CACHE_TTL_S + 1)  # until MLflow's cached webhook list sees it active again

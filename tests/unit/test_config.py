@@ -330,3 +330,16 @@ def test_declared_inputs_must_cover_every_request_key_a_template_reads(configs):
     [issue] = issues_of(configs)
     assert issue.field == "pipelines.support-agent.inputs" and issue.line == at - 1
     assert "templates read request.question, which inputs does not declare (known: topic)" in issue.message
+
+
+def test_gateway_workers_default_to_one_per_core_and_the_environment_overrides(tmp_path, monkeypatch):
+    import os
+
+    from compoundry.config.settings import PlatformSettings
+
+    monkeypatch.delenv("COMPOUNDRY_GATEWAY_WORKERS", raising=False)
+    assert PlatformSettings.load(tmp_path).gateway_workers == (os.cpu_count() or 1)
+    (tmp_path / "platform.yaml").write_text("gateway: {workers: 3}\n")
+    assert PlatformSettings.load(tmp_path).gateway_workers == 3
+    monkeypatch.setenv("COMPOUNDRY_GATEWAY_WORKERS", "1")
+    assert PlatformSettings.load(tmp_path).gateway_workers == 1

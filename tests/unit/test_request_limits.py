@@ -112,3 +112,37 @@ def test_a_deeply_nested_or_message_level_nan_is_a_422_not_a_500(parts):  # noqa
         for body in (deep, nan_in_message):
             response = client.post("/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
             assert response.status_code in (400, 422), response.text
+
+
+def test_calls_past_the_per_replica_cap_wait_in_the_lane_instead_of_being_refused():
+    """replica_concurrency 2, one replica, 6 calls at once: all answered, never more than 2 on the replica."""
+    from compoundry.config.models import Component
+    from compoundry.config.platform_config import GatewaySettings
+    from compoundry.core.routing.route_view import ReplicaView, RouteView
+    from compoundry.gateway.calls import CallContext
+    from compoundry.gateway.dispatch import Dispatcher
+    from compoundry.store.refresh import RouteTable
+
+    class Slow:
+        def __init__(self):
+            self.now = self.peak = 0
+
+        async def invoke(self, url, inputs, timeout, component):
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+            await asyncio.sleep(0.02)
+            self.now -= 1
+            return {"ok": True}
+
+    async def scenario():
+        route = RouteView("emb", "emb-v1", "m", "1", "pyfunc", (ReplicaView("r0", "http://r0"),))
+        backend = Slow()
+        config = {"emb": Component(model="m", engine="pyfunc", scaling={"target_concurrency": 8})}
+        dispatcher = Dispatcher(RouteTable(lambda: {"emb": route}), backend, lambda: config,
+                                GatewaySettings(replica_concurrency=2))
+        await dispatcher.routes.refresh()
+        replies = await asyncio.gather(*(dispatcher.call("emb", {"x": i}, 5, CallContext(f"r{i}"))
+                                         for i in range(6)))
+        return len(replies), backend.peak
+
+    assert asyncio.run(scenario()) == (6, 2)
