@@ -7,6 +7,7 @@ reports after each call, for metering and metrics.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,16 @@ def context_from_request(request, default_class: str, pipeline: str | None = Non
                        pipeline=pipeline, session=headers.get("x-session-id"),
                        user=headers.get("x-user-id"),
                        tenant=principal.tenant if principal else None)
+
+
+def stream_usage(line: str) -> tuple[int, int] | None:
+    """Token counts from one server-sent event of a stream (the last chunk carries ``usage`` when asked for)."""
+    if not line.startswith("data: {"):
+        return None
+    try:
+        return token_usage(json.loads(line[6:])) or None
+    except ValueError:
+        return None
 
 
 def token_usage(output: Any) -> tuple[int, int]:

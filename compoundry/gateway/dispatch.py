@@ -36,7 +36,7 @@ from compoundry.core.routing.retry import should_retry
 from compoundry.core.routing.route_view import RouteView
 from compoundry.core.routing.variants import VariantRouter
 from compoundry.gateway.abandoned import AbandonedCalls
-from compoundry.gateway.calls import CallContext, CallRecord, token_usage
+from compoundry.gateway.calls import CallContext, CallRecord, stream_usage, token_usage
 from compoundry.gateway.errors import (
     ComponentFailed,
     ComponentTimeout,
@@ -313,13 +313,21 @@ class Dispatcher:
 
             def opener():
                 return self.backend.stream(url, path, body, timeout, component)
+        started, outcome, usage = self.clock(), "client_closed", (0, 0)  # metered like a call, when it ends
         try:
             with _verdict(breaker, admission):
                 async with opener() as lines:
                     async for line in lines:
+                        if '"usage"' in line:
+                            usage = stream_usage(line) or usage
                         yield line
+            outcome = "ok"
+        except GatewayError as exc:
+            outcome = exc.code
+            raise
         finally:
             await held.aclose()
+            self._record(ctx, component, route, outcome, 1, started, usage=usage, variant=route.variant or config.alias)
 
     def _sender(self, url: str, path: str, inputs: Any, component: str):
         if path == "/invoke":

@@ -146,3 +146,41 @@ def test_calls_past_the_per_replica_cap_wait_in_the_lane_instead_of_being_refuse
         return len(replies), backend.peak
 
     assert asyncio.run(scenario()) == (6, 2)
+
+
+def test_a_streamed_completion_is_metered_with_its_usage_and_a_cut_stream_too():
+    from contextlib import asynccontextmanager
+
+    from compoundry.config.models import Component
+    from compoundry.config.platform_config import GatewaySettings
+    from compoundry.core.routing.route_view import ReplicaView, RouteView
+    from compoundry.gateway.calls import CallContext
+    from compoundry.gateway.dispatch import Dispatcher
+    from compoundry.store.refresh import RouteTable
+
+    class Streaming:
+        @asynccontextmanager
+        async def stream(self, url, path, body, timeout, component):
+            async def lines():
+                yield 'data: {"choices": [{"delta": {"content": "hi"}}]}'
+                yield 'data: {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3}}'
+                yield "data: [DONE]"
+            yield lines()
+
+    async def scenario():
+        route = RouteView("llm", "llm-v1", "m", "1", "llm", (ReplicaView("r0", "http://r0"),))
+        records = []
+        dispatcher = Dispatcher(RouteTable(lambda: {"llm": route}), Streaming(),
+                                lambda: {"llm": Component(model="m", engine="llm")}, GatewaySettings(),
+                                on_call=records.append)
+        await dispatcher.routes.refresh()
+        lines = [line async for line in dispatcher.stream("llm", "/v1/chat/completions", {}, 5, CallContext("r1"))]
+        cut = dispatcher.stream("llm", "/v1/chat/completions", {}, 5, CallContext("r2"))
+        await anext(cut)
+        await cut.aclose()  # the client went away after the first chunk
+        return lines, records
+
+    lines, records = asyncio.run(scenario())
+    assert len(lines) == 3
+    assert [(r.outcome, r.prompt_tokens, r.completion_tokens) for r in records] == [("ok", 7, 3),
+                                                                                  ("client_closed", 0, 0)]
