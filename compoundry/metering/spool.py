@@ -16,7 +16,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, replace
@@ -115,10 +114,13 @@ class Spool:
         os.close(fd)
 
     def _open(self) -> tuple[int, Path]:
+        """A new segment, locked before it gets the name a replayer looks for (created under a hidden one)."""
         self._number += 1
         path = self.directory / f"{self._prefix}{self._number:06d}.jsonl"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        hidden = path.with_name("." + path.name)
+        fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(hidden, path)
         return fd, path
 
     def _write(self, entry: dict, fd: int | None = None) -> None:
@@ -132,8 +134,6 @@ def orphaned_segments(directory: Path) -> Iterator[tuple[Path, int]]:
         return
     for path in sorted(directory.glob(f"{PREFIX}*.jsonl")):
         try:
-            if _just_created(path):
-                continue  # a live process may not have locked it yet
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             continue  # deleted by its owner meanwhile
@@ -143,11 +143,6 @@ def orphaned_segments(directory: Path) -> Iterator[tuple[Path, int]]:
             os.close(fd)
             continue  # a live process writes it
         yield path, fd
-
-
-def _just_created(path: Path) -> bool:
-    stat = path.stat()
-    return stat.st_size == 0 and time.time() - stat.st_mtime < 60
 
 
 def read_segment(path: Path) -> list[MeteringRecord]:

@@ -91,3 +91,12 @@ def test_a_delivery_mark_made_after_a_rotation_is_found_with_its_record(store, t
     _die(sink._spool)
     assert recover_spools(tmp_path, store.engine) == 2
     assert dict(_rows(store)) == {"req-5": True, "req-6": True}
+
+
+def test_an_empty_segment_of_a_killed_gateway_is_cleared_and_a_live_ones_never(store, tmp_path):
+    dead, live = Spool(tmp_path), Spool(tmp_path)
+    _die(dead)  # killed right after a rotation: its newest segment is empty
+    assert recover_spools(tmp_path, store.engine) == 0
+    assert list(tmp_path.glob("*.jsonl")) == [live.path]
+    live.close()
+    assert list(tmp_path.glob("*.jsonl")) == []
