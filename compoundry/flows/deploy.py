@@ -217,8 +217,8 @@ def deploy_model_version(model_name: str, version: str, component: str | None = 
                 _abandon(store, deployment_id, DeploymentStatus.SUPERSEDED, superseded)
             else:
                 alias_moved = _move_alias(order, check) if set_serving_alias and not variant else "not moved"
-    store.release_intent(intent)  # done (routed or superseded): the same command given again deploys again
     if superseded is not None:
+        store.release_intent(intent)  # the same command, given again later, deploys again
         logger.warning("deploy of %s v%s superseded, the route stays as it is: %s", model_name, version, superseded)
         return {"component": component, "variant": variant, "deployment": None, "model": model_name,
                 "version": version, "superseded": superseded, "intent": intent, "source": source}

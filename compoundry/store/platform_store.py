@@ -82,8 +82,8 @@ class PlatformStore:
         return claim.id if self._insert_once(claim) else None
 
     def pending_intents(self, component: str, after: int) -> list[DeployIntent]:
-        """Claims of ``component`` newer than intent ``after`` that have not finished (succeeded or been
-        superseded): commands still on their way."""
+        """Claims of ``component`` newer than intent ``after`` (those superseded are deleted): commands on
+        their way, or done (a done one routed the component, so its route intent says the same)."""
         with self._session() as s:
             rows = s.scalars(select(DeployClaim).where(DeployClaim.component == component, DeployClaim.id > after)
                              .order_by(DeployClaim.id))

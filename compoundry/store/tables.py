@@ -125,8 +125,8 @@ class DeployClaim(Base):
 
     The claim's id is the deploy's *intent*: a sequence in the order operators' commands were seen. A route
     remembers the intent that set it, and a deploy never replaces a route set by a newer intent. A claim is
-    deleted when its deploy succeeds or is superseded (the same command given again deploys again), and
-    kept when it fails (the poller does not retry a broken version every few minutes).
+    deleted when its deploy is superseded (the same command given again deploys again) and kept otherwise:
+    the webhook and the poller see a change once, and the poller does not retry a broken version.
     """
 
     __tablename__ = "deploy_claims"
