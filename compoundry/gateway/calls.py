@@ -78,9 +78,10 @@ def stream_usage(line: str) -> tuple[int, int] | None:
     if not line.startswith("data: {"):
         return None
     try:
-        return token_usage(json.loads(line[6:])) or None
+        chunk = json.loads(line[6:])
     except ValueError:
         return None
+    return token_usage(chunk) if isinstance(chunk.get("usage"), dict) else None  # "usage": null mid-stream
 
 
 def token_usage(output: Any) -> tuple[int, int]:

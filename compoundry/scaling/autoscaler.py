@@ -180,7 +180,7 @@ class Autoscaler:
             del self.tracked[gone]
         self._update_cold()
         self._apply(demand)
-        if self.peers is not None:
+        if self.peers is not None and self.peers.followers:
             await asyncio.to_thread(self.peers.publish_state, self.describe())
 
     async def _lead(self) -> bool:

@@ -31,6 +31,7 @@ class Peers:
         self.report = FollowerReport()
         self._merger = DemandMerger()
         self._was_leading = False
+        self.followers = 0  # fresh follower reports the leader saw at its last tick
 
     def document(self, load: dict[str, tuple[int, int]]) -> dict:
         """On the event loop: this tick's report (sent only if this gateway follows)."""
@@ -53,10 +54,12 @@ class Peers:
         """In a worker thread, as the leader: what the followers' fresh reports add."""
         now = self.wall()
         reports = [r for r in self.reports.since(now - self.stale_s) if r[0] != self.gateway]
+        self.followers = len(reports)
         return self._merger.merge(reports, now, self.stale_s)
 
     def publish_state(self, state: dict) -> None:
-        """In a worker thread, as the leader: what ``GET /v1/scaling`` shows, for followers to answer with."""
+        """In a worker thread, as the leader with followers: what ``GET /v1/scaling`` shows, for them to answer
+        with (a gateway alone writes nothing)."""
         self.reports.publish(self.gateway, {"state": state}, self.wall())
 
     def leader_state(self) -> dict | None:
