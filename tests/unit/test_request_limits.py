@@ -13,7 +13,6 @@ from compoundry.core.routing.balancer import Balancer
 from compoundry.gateway.abandoned import AbandonedCalls
 from compoundry.gateway.app import create_app
 from compoundry.gateway.errors import ComponentTimeout
-from tests.unit.test_gateway_app import parts  # noqa: F401  (the in-process app's parts)
 
 LIMITS = {"max_inputs": 3, "max_chars": 10, "max_tokens": 100}
 
@@ -35,7 +34,7 @@ def test_calls_within_every_limit_pass():
     assert limit_violation("x" * 10, **LIMITS) is None and limit_violation(None, **LIMITS) is None
 
 
-def test_a_50000_input_call_is_refused_with_413_before_any_replica_sees_it(parts):  # noqa: F811
+def test_a_50000_input_call_is_refused_with_413_before_any_replica_sees_it(parts):
     with TestClient(create_app(parts)) as client:
         response = client.post("/v1/components/embed", json={"inputs": {"texts": ["hi"] * 50_000}})
         big_question = client.post("/v1/pipelines/both", json={"inputs": {"q": "x" * 3_000_000}})
@@ -97,7 +96,7 @@ def test_an_abandoned_call_is_dropped_after_busy_s_and_a_quick_one_frees_its_slo
     '{"model": "llm", "messages": []}',
     '{"model": "llm", "prompt": "hi", "n": 2}',
 ])
-def test_openai_bodies_that_no_model_could_honour_get_a_422(parts, body):  # noqa: F811
+def test_openai_bodies_that_no_model_could_honour_get_a_422(parts, body):
     path = "/v1/completions" if '"prompt"' in body else "/v1/chat/completions"
     with TestClient(create_app(parts)) as client:
         response = client.post(path, content=body, headers={"Content-Type": "application/json"})
@@ -105,7 +104,7 @@ def test_openai_bodies_that_no_model_could_honour_get_a_422(parts, body):  # noq
     assert response.json()["error"]["code"] == "invalid_request"
 
 
-def test_a_deeply_nested_or_message_level_nan_is_a_422_not_a_500(parts):  # noqa: F811
+def test_a_deeply_nested_or_message_level_nan_is_a_422_not_a_500(parts):
     deep = '{"model": "llm", "messages": [{"role": "user", "content": "hi"}], "x": ' + "[" * 3000 + "]" * 3000 + "}"
     nan_in_message = '{"model": "llm", "messages": [{"role": "user", "content": "hi", "weight": NaN}]}'
     with TestClient(create_app(parts)) as client:
