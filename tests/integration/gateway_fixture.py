@@ -63,7 +63,7 @@ def route(store: PlatformStore, component: str, replica_urls: list[str], version
 
 @contextmanager
 def running_gateway(state: Path, configs: dict[str, str], seed: Callable[[PlatformStore], None],
-                    env: dict[str, str] | None = None) -> Iterator[Gateway]:
+                    env: dict[str, str] | None = None, expect_exit: bool = False) -> Iterator[Gateway]:
     """Write ``configs`` (file stem -> YAML), let ``seed`` write routes, start the gateway, yield it, stop it."""
     config_dir = state / "configs"
     config_dir.mkdir(parents=True, exist_ok=True)
@@ -91,11 +91,15 @@ def running_gateway(state: Path, configs: dict[str, str], seed: Callable[[Platfo
         yield Gateway(client, store, state, config_dir, issued, proc)
     finally:
         client.close()
-        if proc.poll() is None:
+        died = proc.poll()
+        if died is None:
             proc.terminate()
         proc.wait(timeout=10)
         log.close()
         store.close()
+    if died is not None and not expect_exit:  # say why every later test of the module saw "connection refused"
+        raise RuntimeError(f"the gateway died during the tests (exit {died}); its log ends:\n"
+                           f"{(state / 'gateway.log').read_text()[-4000:]}")
 
 
 def _ready(client: httpx.Client) -> bool:

@@ -58,7 +58,8 @@ def _metered(store: PlatformStore) -> dict[str, set[bool]]:
 @pytest.mark.parametrize("fault", [signal.SIGTERM, signal.SIGKILL], ids=["terminated", "killed"])
 def test_every_answered_call_keeps_its_metering_record_when_the_gateway_dies(tmp_path, stubs, fault):
     configs = {"components": COMPONENTS, "pipelines": PIPELINES}
-    with running_gateway(tmp_path, configs, lambda store: route(store, "embed", [stubs["a"].url])) as gw:
+    with running_gateway(tmp_path, configs, lambda store: route(store, "embed", [stubs["a"].url]),
+                         expect_exit=True) as gw:
         stop, answered = threading.Event(), []
         workers = [threading.Thread(target=_load, args=(gw.url, dict(gw.client.headers), stop, answered))
                    for _ in range(4)]

@@ -66,6 +66,13 @@ def test_routes_follow_the_database_without_a_restart(gateway, gw, stubs):
              timeout_s=5, what="the new replica")
 
 
+def overwrite_in_place(path, data: bytes) -> None:
+    """Write over a file without truncating it first: the gateway maps ``-shm`` into memory, and a mapped
+    file cut to 0 bytes, even for a moment, kills the process with SIGBUS (not the fault under test)."""
+    with open(path, "r+b") as f:
+        f.write(data)
+
+
 def test_routes_survive_an_unreadable_database(gateway, gw):
     """Corrupt the DB files in place (as root, chmod would not stop reads), then restore them."""
     state = gw.state
@@ -74,7 +81,7 @@ def test_routes_survive_an_unreadable_database(gateway, gw):
     saved = {f: f.read_bytes() for f in files if f.exists()}
     try:
         for f, data in saved.items():
-            f.write_bytes(b"not a database!!" * (len(data) // 16 + 1))
+            overwrite_in_place(f, (b"not a database!!" * (len(data) // 16 + 1))[:len(data)])
         routes = wait_for(lambda: (r := gateway.get("/v1/routes").json())["last_refresh_error"] and r,
                           timeout_s=5, what="a failed refresh")
         assert "DatabaseError" in routes["last_refresh_error"]
@@ -85,7 +92,7 @@ def test_routes_survive_an_unreadable_database(gateway, gw):
         assert gateway.post("/v1/pipelines/pair", json={"inputs": {"q": "x"}}).status_code == 200
     finally:
         for f, data in saved.items():
-            f.write_bytes(data)
+            overwrite_in_place(f, data)
     wait_for(lambda: gateway.get("/v1/routes").json()["last_refresh_error"] is None, timeout_s=5,
              what="the refresher to recover")
 

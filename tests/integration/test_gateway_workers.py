@@ -34,7 +34,8 @@ def _pid(gateway: str) -> int:
 
 def test_workers_share_the_port_one_leads_and_none_outlives_the_supervisor(tmp_path, stubs):
     seed = lambda store: route(store, "embed", [stubs["a"].url])  # noqa: E731
-    with running_gateway(tmp_path, {"components": COMPONENTS}, seed, env={"COMPOUNDRY_GATEWAY_WORKERS": "2"}) as gw:
+    with running_gateway(tmp_path, {"components": COMPONENTS}, seed, env={"COMPOUNDRY_GATEWAY_WORKERS": "2"},
+                         expect_exit=True) as gw:
         leases = Leases(gw.store)
         wait_for(lambda: leases.holder("autoscaler"), timeout_s=30, what="a leader")
         answered_by = set()
