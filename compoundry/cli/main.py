@@ -18,6 +18,7 @@ from compoundry.cli import platform_commands, registry_commands
 from compoundry.cli.config_commands import config_app
 from compoundry.cli.experiment_commands import experiment_app
 from compoundry.cli.keys_commands import keys_app
+from compoundry.cli.kubernetes_commands import k8s_app
 from compoundry.cli.report_commands import report_app
 from compoundry.cli.scaling_commands import plan_app, targets_app, warmup_app
 from compoundry.cli.simulate_commands import simulate_app
@@ -45,7 +46,7 @@ platform_commands.register_commands(app)
 registry_commands.register_commands(app)
 for name, group in (("config", config_app), ("keys", keys_app), ("plan", plan_app), ("warmup", warmup_app),
                     ("targets", targets_app), ("experiment", experiment_app), ("report", report_app),
-                    ("simulate", simulate_app)):
+                    ("simulate", simulate_app), ("k8s", k8s_app)):
     app.add_typer(group, name=name)
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ class PlatformSettings:
         self.gateway_workers = int(workers) if workers else (os.cpu_count() or 1)
         # In a multi-host deployment (docker-compose, Kubernetes) services are not on `host`:
         self.bind_host = env.get("COMPOUNDRY_BIND_HOST", self.host)
+        # ...and the host name other machines reach this one's replicas at (its compose service name):
+        self.advertise_host = env.get("COMPOUNDRY_ADVERTISE_HOST", self.host)
         self._mlflow_url = env.get("COMPOUNDRY_MLFLOW_URL")
         self._prefect_api_url = env.get("COMPOUNDRY_PREFECT_API_URL")
         self._gateway_url = env.get("COMPOUNDRY_GATEWAY_URL")

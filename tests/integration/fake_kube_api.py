@@ -6,13 +6,23 @@ alike) from dicts, with the behaviour the target relies on: 201 on create, 409
 ``AlreadyExists`` on a second create, 404 ``NotFound`` Status objects,
 ``resourceVersion`` conflicts on replace, merge-patch (and a 400 for a JSON
 patch that is not a list, the client's default content type for dict bodies),
-equality label selectors on lists, cluster IPs that a replace may not change.
+server-side apply (below), equality label selectors on lists, cluster IPs that
+a replace may not change.
 Every request is recorded; ``fail_next`` makes the next matching request fail
 with a given Status (403, 422...).
 
+Server-side apply, simplified: ownership is tracked per field manager as the
+set of leaf paths it applied (lists are atomic leaves, where the real server
+merges associative lists such as containers by key). An apply creates a missing
+object, removes fields its manager applied before but no longer sends (unless
+another manager owns them too), keeps everyone else's fields (the HPA's
+``replicas``), answers 409 for a field another manager owns with a different
+value unless ``force=true``, and changes nothing (no new resourceVersion) when
+the result is the same. ``fieldManager`` is required, as on a real server.
+
 What it does not do: admission (defaulting, validation webhooks such as
-Knative's), controllers (no pods appear, no HPA acts), server-side apply,
-watches, strategic-merge list semantics. See docs/decisions/0015.
+Knative's), controllers (no pods appear, no HPA acts), watches,
+strategic-merge list semantics. See docs/decisions/0015 and 0038.
 """
 
 from __future__ import annotations
@@ -33,7 +43,9 @@ from tests.integration.stub_backend import free_port
 
 PATH = re.compile(r"^/(api/v1|apis/[^/]+/[^/]+)/namespaces/([^/]+)/([^/]+)(?:/([^/]+))?$")
 KINDS = {"deployments": "Deployment", "services": "Service", "horizontalpodautoscalers": "HorizontalPodAutoscaler",
-         "pods": "Pod"}
+         "poddisruptionbudgets": "PodDisruptionBudget", "pods": "Pod"}
+APPLY = "application/apply-patch+yaml"
+IDENTITY = {("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "namespace")}
 
 
 @dataclass
@@ -42,6 +54,7 @@ class Recorded:
     path: str
     content_type: str
     body: object
+    query: str = ""
 
 
 @dataclass
@@ -58,6 +71,29 @@ def status(code: int, reason: str, message: str, name: str = "", kind: str = "")
     return JSONResponse({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                          "message": message, "reason": reason, "details": {"name": name, "kind": kind},
                          "code": code}, status_code=code)
+
+
+def leaves(obj: object, prefix: tuple = ()) -> dict[tuple, object]:
+    """Every leaf path of ``obj`` with its value; lists and empty dicts are leaves."""
+    if isinstance(obj, dict) and obj:
+        out = {}
+        for key, value in obj.items():
+            out.update(leaves(value, (*prefix, key)))
+        return out
+    return {prefix: obj}
+
+
+def drop_path(obj: dict, path: tuple) -> None:
+    """Remove ``path`` from ``obj``, and parents it leaves empty."""
+    parent = obj
+    for key in path[:-1]:
+        parent = parent.get(key) if isinstance(parent, dict) else None
+        if parent is None:
+            return
+    if isinstance(parent, dict):
+        parent.pop(path[-1], None)
+        if len(path) > 1 and not parent:
+            drop_path(obj, path[:-1])
 
 
 def merge_patch(target: object, patch: object) -> object:
@@ -80,6 +116,7 @@ class FakeKubeAPI:
         self.objects: dict[tuple[str, str, str, str], dict] = {}
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
+        self.owners: dict[tuple, dict[str, set[tuple]]] = {}  # object key -> field manager -> leaf paths
         self._versions = itertools.count(1)
         self._ips = itertools.count(10)
         self.port = free_port()
@@ -115,6 +152,13 @@ class FakeKubeAPI:
         """Put an object in place as a controller would (e.g. pods of a Deployment)."""
         self.objects[(prefix, namespace, plural, obj["metadata"]["name"])] = self._stamp(copy.deepcopy(obj))
 
+    def controller_patch(self, prefix: str, namespace: str, plural: str, name: str, patch: dict,
+                         manager: str = "kube-controller-manager") -> None:
+        """Change an object as another controller would (the HPA setting replicas), owning what it set."""
+        key = (prefix, namespace, plural, name)
+        self.objects[key] = self._stamp(merge_patch(self.objects[key], patch))
+        self.owners.setdefault(key, {}).setdefault(manager, set()).update(leaves(patch))
+
     def fail_next(self, method: str, plural: str, code: int, reason: str, message: str) -> None:
         self.faults.append(Fault(method, plural, code, reason, message))
 
@@ -128,7 +172,7 @@ class FakeKubeAPI:
         raw = await request.body()
         content_type = request.headers.get("content-type", "")
         body = json.loads(raw) if raw else None
-        self.requests.append(Recorded(request.method, "/" + path, content_type, body))
+        self.requests.append(Recorded(request.method, "/" + path, content_type, body, request.url.query))
         match = PATH.match("/" + path)
         if match is None:
             return status(404, "NotFound", f"the server could not find the requested resource ({path})")
@@ -145,6 +189,8 @@ class FakeKubeAPI:
             if request.method == "POST":
                 return self._create(key, namespace, plural, body)
             return status(405, "MethodNotAllowed", f"{request.method} on a collection")
+        if request.method == "PATCH" and content_type.startswith(APPLY):
+            return self._apply(key, body, request.query_params)
         if key not in self.objects:
             return status(404, "NotFound", f'{plural} "{name}" not found', name, kind)
         if request.method == "GET":
@@ -154,6 +200,7 @@ class FakeKubeAPI:
         if request.method == "PATCH":
             return self._patch(key, content_type, body)
         gone = self.objects.pop(key)
+        self.owners.pop(key, None)
         return JSONResponse({"kind": "Status", "apiVersion": "v1", "status": "Success",
                              "details": {"name": name, "kind": plural, "uid": gone["metadata"]["uid"]}})
 
@@ -225,4 +272,38 @@ class FakeKubeAPI:
                                                        f"accepted media types include: application/merge-patch+json "
                                                        f"(got {content_type})", name)
         self.objects[key] = self._stamp(merge_patch(self.objects[key], body))
+        return JSONResponse(self.objects[key])
+
+    def _apply(self, key: tuple, body: dict, params) -> JSONResponse:
+        name, manager, force = key[3], params.get("fieldManager"), params.get("force", "").lower() in ("true", "1")  # Go ParseBool: True too
+        if not manager:
+            return status(400, "BadRequest", "PATCH requests of type apply require a fieldManager", name)
+        if body.get("metadata", {}).get("name") != name:
+            return status(400, "BadRequest", "the name of the object does not match the name on the URL", name)
+        applied = {p: v for p, v in leaves(body).items() if p not in IDENTITY}
+        live = self.objects.get(key)
+        owners = self.owners.setdefault(key, {})
+        if live is None:
+            created = self._create(key[:3] + (None,), key[1], key[2], copy.deepcopy(body))
+            owners[manager] = set(applied)
+            return created
+        live_leaves = leaves(live)
+        conflicts = sorted({(other, p) for other, paths in owners.items() if other != manager
+                            for p in paths & set(applied) if live_leaves.get(p) != applied[p]})
+        if conflicts and not force:
+            listed = ", ".join(f'conflict with "{m}": .{".".join(p)}' for m, p in conflicts)
+            return status(409, "Conflict", f"Apply failed with {len(conflicts)} conflict(s): {listed}", name)
+        for other, path in conflicts:
+            owners[other].discard(path)
+        obj = copy.deepcopy(live)
+        shared = set().union(*(paths for other, paths in owners.items() if other != manager))
+        for path in owners.get(manager, set()) - set(applied) - shared:
+            drop_path(obj, path)
+        obj = merge_patch(obj, body)
+        owners[manager] = set(applied)
+        if obj == live:
+            return JSONResponse(live)
+        obj["metadata"]["generation"] = live["metadata"]["generation"] + (obj.get("spec") != live.get("spec"))
+        obj["metadata"]["generation"] -= 1  # _stamp adds one
+        self.objects[key] = self._stamp(obj)
         return JSONResponse(self.objects[key])

@@ -8,7 +8,9 @@ import re
 import kubernetes_validate
 import pytest
 
+from compoundry.config.kubernetes_config import ComponentResources, KubernetesSettings
 from compoundry.scaling.targets.kubernetes import (
+    DEFAULT_RESOURCES,
     IN_FLIGHT_METRIC,
     KPA,
     NAME_MAX,
@@ -53,6 +55,11 @@ def by_kind(manifests: list[dict]) -> dict[str, dict]:
             for m in manifests}
 
 
+def values(container: dict) -> dict[str, str]:
+    """The container's inline environment values (references such as the MLflow URI left out)."""
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
 def as_deployment(knative_service: dict) -> dict:
     """The Knative Service's revision template wrapped in an apps/v1 Deployment, so that its PodSpec is
     validated against core/v1 (kubernetes-validate has no schema for a CRD). Knative-only fields come off."""
@@ -89,8 +96,8 @@ def test_the_validator_catches_what_it_should():
 
 
 @pytest.mark.parametrize("mode,kinds", [
-    ("dedicated", ["Deployment", "Service", "HorizontalPodAutoscaler"]),
-    ("auto", ["Deployment", "Service", "HorizontalPodAutoscaler"]),
+    ("dedicated", ["Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"]),
+    ("auto", ["Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"]),
     ("serverless", ["Service"]),
 ])
 def test_mode_decides_the_objects(mode, kinds):
@@ -113,7 +120,7 @@ def test_hpa_and_knative_floors(mode, minimum, expected):
     else:
         hpa = objects["HorizontalPodAutoscaler"]["spec"]
         assert (hpa["minReplicas"], hpa["maxReplicas"]) == (expected, 6)  # an HPA cannot go to zero
-        assert objects["Deployment"]["spec"]["replicas"] == expected
+        assert "replicas" not in objects["Deployment"]["spec"]  # the HPA owns the count (ADR 0038)
 
 
 def test_replica_floor_is_raised_and_capped():
@@ -169,8 +176,12 @@ def test_container_carries_image_model_probes_and_gpu(case):
     (container,) = pod["containers"]
     assert container["image"] == s.image
     assert container["ports"][0]["containerPort"] == PORT
-    env = {e["name"]: e["value"] for e in container["env"]}
-    assert env == {"HF_HUB_OFFLINE": "1", "COMPOUNDRY_MODEL_URI": "models:/minilm/3"}
+    assert values(container) == {"HF_HUB_OFFLINE": "1", "COMPOUNDRY_MODEL_URI": "models:/minilm/3",
+                                 **({"COMPOUNDRY_LLM_ENGINE": "vllm"} if s.gpu else {})}
+    assert container["env"][0] == {"name": "MLFLOW_TRACKING_URI", "valueFrom": {"configMapKeyRef": {
+        "name": "compoundry-platform", "key": "MLFLOW_TRACKING_URI"}}}
+    assert container["envFrom"] == [{"secretRef": {"name": "compoundry-artifact-store"}}]
+    assert container["securityContext"]["runAsNonRoot"] and container["securityContext"]["runAsUser"] > 0
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": PORT}
     assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": PORT}
     assert container["startupProbe"]["httpGet"]["path"] == "/livez"
@@ -184,11 +195,12 @@ def test_resources_can_be_overridden_and_the_default_is_not_shared():
     assert got == {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi", "nvidia.com/gpu": "1"}}
     assert "limits" not in resources or "nvidia.com/gpu" not in resources["limits"]  # caller's dict untouched
     plain = render_manifests(spec())[0]["spec"]["template"]["spec"]["containers"][0]["resources"]
-    assert "limits" not in plain  # the GPU case did not leak into the module default
+    assert plain == DEFAULT_RESOURCES  # the GPU case did not leak into the module default
 
 
 def test_labels_selectors_and_service_wiring():
-    deployment, service, _ = render_manifests(spec(variant="challenger"))
+    deployment, service, _, pdb = render_manifests(spec(variant="challenger"))
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": deployment["spec"]["selector"]}
     meta_labels = deployment["metadata"]["labels"]
     assert meta_labels["compoundry.io/component"] == "embedder"
     assert meta_labels["compoundry.io/variant"] == "challenger"
@@ -232,17 +244,53 @@ def test_knative_pod_spec_respects_knatives_own_restrictions():
     assert port["name"] in ("http1", "h2c")
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["port"] == port["containerPort"]
-    assert set(template["spec"]) == {"containerConcurrency", "containers", "timeoutSeconds"}
+    assert set(template["spec"]) == {"containerConcurrency", "containers", "timeoutSeconds", "serviceAccountName"}
     assert set(template["metadata"]) == {"labels", "annotations"}  # no name: Knative names revisions itself
 
 
 def test_engine_options_and_cold_start_reach_the_container():
     s = spec(engine="llm", engine_options={"max_tokens": 64, "gpu": True}, cold_start_s=300)
     (container,) = render_manifests(s)[0]["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = values(container)
     assert env["COMPOUNDRY_ENGINE_OPTIONS"] == '{"gpu": true, "max_tokens": 64}'
     assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] == 300
     (container,) = render_manifests(s, startup_timeout_s=12)[0]["spec"]["template"]["spec"]["containers"]
     assert container["startupProbe"]["failureThreshold"] == 3  # ceil(12 / 5)
-    assert "COMPOUNDRY_ENGINE_OPTIONS" not in {e["name"] for e in render_manifests(spec())[0]["spec"]["template"]
-                                                ["spec"]["containers"][0]["env"]}
+    assert "COMPOUNDRY_ENGINE_OPTIONS" not in values(render_manifests(spec())[0]["spec"]["template"]["spec"]
+                                                     ["containers"][0])
+
+
+def test_gpu_runners_get_the_pool_and_vllm_and_components_can_override():
+    settings = KubernetesSettings(components={
+        "dialogue-llm": ComponentResources(gpu=2, memory="24Gi", node_selector={"pool": "a100"}),
+        "embedder": ComponentResources(gpu=0, cpu="2")})
+    llm = spec(component="dialogue-llm", engine="llm", mode="dedicated")
+    pod = render_manifests(llm, settings=settings)[0]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["resources"] == {"requests": {"cpu": "1", "memory": "24Gi"},
+                                      "limits": {"memory": "24Gi", "nvidia.com/gpu": "2"}}
+    assert pod["nodeSelector"] == {"pool": "a100"}  # the component's own; the pool's tolerations still apply
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert values(container)["COMPOUNDRY_LLM_ENGINE"] == "vllm"
+    cpu_only = render_manifests(spec(gpu=1), settings=settings)[0]["spec"]["template"]["spec"]  # embedder: gpu 0
+    assert "nodeSelector" not in cpu_only and "tolerations" not in cpu_only
+    assert cpu_only["containers"][0]["resources"]["requests"]["cpu"] == "2"
+    assert "COMPOUNDRY_LLM_ENGINE" not in values(cpu_only["containers"][0])
+
+
+def test_the_mlflow_uri_is_never_inline_and_secrets_are_named():
+    settings = KubernetesSettings(mlflow_tracking_uri={"kind": "Secret", "name": "mlflow", "key": "uri"},
+                                  artifact_store=None, image_pull_secrets=["regcred"])
+    s = spec(env={"MLFLOW_TRACKING_URI": "http://inline:5000", "X": "1"})
+    pod = render_manifests(s, settings=settings)[0]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    uri = [e for e in container["env"] if e["name"] == "MLFLOW_TRACKING_URI"]
+    assert uri == [{"name": "MLFLOW_TRACKING_URI", "valueFrom": {"secretKeyRef": {"name": "mlflow", "key": "uri"}}}]
+    assert "envFrom" not in container and pod["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+def test_image_tags_must_be_pinned():
+    with pytest.raises(ValueError, match="pinned"):
+        KubernetesSettings(images={"registry": "r.example.com", "tag": "latest"})
+    with pytest.raises(ValueError, match="go together"):
+        KubernetesSettings(images={"tag": "1.0"})

@@ -1,5 +1,8 @@
 """The `local` target: replicas are `bentoml serve` processes on free ports of this machine.
 
+A replica binds on ``bind_host`` and is registered as ``http://<advertise_host>:<port>``
+(both default to ``host``; in docker-compose, the service name of the container that started it).
+
 Each replica runs in its own process group so it outlives the flow run that
 started it and `compoundry down` can stop it with everything it spawned. A
 new replica enters routing only once its `/readyz` answers (the store marks
@@ -157,7 +160,7 @@ class LocalTarget:
                    COMPOUNDRY_ENGINE_OPTIONS=json.dumps(launch.engine_options or {}))
         with open(log_path, "ab") as out:
             proc = subprocess.Popen(
-                serve_command(launch.bento_tag, _port_of(url), self.settings.host), env=env, stdout=out,
+                serve_command(launch.bento_tag, _port_of(url), self.settings.bind_host), env=env, stdout=out,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
         self.store.set_replica_status(replica_id, DeploymentStatus.STARTING, pid=proc.pid)
@@ -257,7 +260,8 @@ class LocalTarget:
         with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                url = f"http://{self.settings.host}:{self._free_port()}"
+                # bound on bind_host, registered under advertise_host: the name gateways on other hosts resolve
+                url = f"http://{self.settings.advertise_host}:{self._free_port()}"
                 self.store.add_replica(replica_id, deployment_id, url, pid=None)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
@@ -267,7 +271,7 @@ class LocalTarget:
         taken = {_port_of(url) for url in self.store.replica_urls_in_use()}
         start, end = self.settings.replica_ports
         for port in range(start, end + 1):
-            if port not in taken and port_free(self.settings.host, port):
+            if port not in taken and port_free(self.settings.bind_host, port):
                 return port
         raise ReplicaFailed(f"no free port in the replica range {start}-{end}")
 
