@@ -1,17 +1,21 @@
 """Benchmark (issue 3): what the Prediction Service adds to a call, next to nginx and LiteLLM, in one run.
 
-A Node stub replica with a fixed latency is called, at 1, 64 and 256
+A Node stub replica with a fixed latency (20 ms by default, the targets' level) is called, at 1, 64 and 256
 concurrent clients, with wrk (native, closed loop, ``--latency``):
 
 * **invoke**: directly, through nginx ``proxy_pass`` (the floor: keepalive
   upstream, one worker) and through a real compoundry gateway process (API key,
-  trust layer, breaker, lane, balancer, metering, metrics);
+  trust layer, breaker, lane, balancer, metering, metrics); ``compoundry-fastapi``
+  is a second gateway with ``gateway.fast_path: false`` (every call through
+  FastAPI's routes), the baseline of the raw ASGI fast path;
 * **pipeline**: compoundry's 3-parallel-steps + join pipeline; the fan-out
   overhead (time beyond the critical path) is read from each answer's
   ``overhead_ms`` by the wrk script;
 * **chat**: OpenAI chat completions directly, through compoundry's
-  ``/v1/chat/completions`` and through LiteLLM's proxy (``litellm[proxy]`` in
-  its own venv, bench/.litellm-venv), when it installs and starts.
+  ``/v1/chat/completions`` to a replica and (``compoundry-external``) to the
+  stub as an external OpenAI-compatible server (``mode: serverless``), and
+  through LiteLLM's proxy (``litellm[proxy]`` in its own venv,
+  bench/.litellm-venv), when it installs and starts.
 
 Then the highest sustained throughput (zero errors) against a 0 ms stub.
 Added latency = path percentile minus the direct percentile at the same
@@ -91,15 +95,19 @@ def _pct(ordered: list[float], q: float) -> float:
 def plan(urls: dict, keys: dict, litellm: bool) -> tuple[list[tuple], list[tuple]]:
     """(latency paths, throughput paths): (group, name, url, body, auth, parse overhead)."""
     gw, key = urls["compoundry"], keys["compoundry"]
+    plain, plain_key = urls["compoundry-fastapi"], keys["compoundry-fastapi"]  # the same gateway without its fast path
     latency = [("invoke", "direct", f"{urls['stub']}/invoke", INVOKE_BODY, None, False),
                ("invoke", "nginx", f"{urls['nginx']}/invoke", INVOKE_BODY, None, False),
                ("invoke", "compoundry", f"{gw}/v1/components/echo", INVOKE_BODY, key, False),
+               ("invoke", "compoundry-fastapi", f"{plain}/v1/components/echo", INVOKE_BODY, plain_key, False),
                ("pipeline", "compoundry", f"{gw}/v1/pipelines/fanout", PIPELINE_BODY, key, True),
                ("chat", "direct", f"{urls['stub']}/v1/chat/completions", chat_body("stub"), None, False),
-               ("chat", "compoundry", f"{gw}/v1/chat/completions", chat_body("chat"), key, False)]
+               ("chat", "compoundry", f"{gw}/v1/chat/completions", chat_body("chat"), key, False),
+               ("chat", "compoundry-external", f"{gw}/v1/chat/completions", chat_body("chat-external"), key, False)]
     throughput = [("invoke", "direct", f"{urls['fast']}/invoke", INVOKE_BODY, None, False),
                   ("invoke", "nginx", f"{urls['nginx']}/fast/invoke", INVOKE_BODY, None, False),
                   ("invoke", "compoundry", f"{gw}/v1/components/fast", INVOKE_BODY, key, False),
+                  ("invoke", "compoundry-fastapi", f"{plain}/v1/components/fast", INVOKE_BODY, plain_key, False),
                   ("chat", "compoundry", f"{gw}/v1/chat/completions", chat_body("chat-fast"), key, False)]
     if litellm:
         latency.append(("chat", "litellm", f"{urls['litellm']}/v1/chat/completions", chat_body("stub"),
@@ -118,7 +126,9 @@ def run(args, tools: dict) -> dict:
                     "fast": servers.start_stub(stack, tools["node"], 0)}
             urls["nginx"] = servers.start_nginx(stack, tools["nginx"], tmp, urls["stub"], urls["fast"])
             urls["compoundry"], gw_key = servers.start_gateway(stack, tmp, urls["stub"], urls["fast"], args.workers)
-        keys = {"compoundry": gw_key}
+            urls["compoundry-fastapi"], plain_key = servers.start_gateway(stack, tmp, urls["stub"], urls["fast"],
+                                                                          args.workers, fast_path=False)
+        keys = {"compoundry": gw_key, "compoundry-fastapi": plain_key}
         if args.litellm == "none":
             litellm_note = "skipped (--litellm none)"
         else:
@@ -157,7 +167,7 @@ def run(args, tools: dict) -> dict:
                     tput.append({"group": group, "path": name, "clients": clients,
                                  **wrk(tools, url, body, clients, args.tp_duration, args.wrk_threads, auth, parse)})
                     progress.advance(task)
-        gateway_log = (tmp / "gateway.out").read_text(errors="replace")[-2000:]
+        gateway_log = (tmp / "gateway" / "gateway.out").read_text(errors="replace")[-2000:]
     return {"rows": rows, "throughput": tput, "litellm": litellm_note, "gateway_log_tail": gateway_log or None}
 
 
@@ -190,7 +200,7 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=4, help="seconds per latency run")
     parser.add_argument("--tp-clients", default="64,256", help="concurrency levels for throughput")
     parser.add_argument("--tp-duration", type=int, default=6, help="seconds per throughput run")
-    parser.add_argument("--delay-ms", type=float, default=5, help="the stub's fixed latency")
+    parser.add_argument("--delay-ms", type=float, default=20, help="the stub's fixed latency (the targets' 20 ms)")
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (each takes a core's share)")
     parser.add_argument("--litellm", default=None, metavar="PATH",
                         help="LiteLLM venv (default: bench/.litellm-venv, created if absent; 'none' skips)")
@@ -226,10 +236,10 @@ def _print(result: dict) -> None:
         extra = f" overhead p50/p99 {r['overhead_p50_ms']:.2f}/{r['overhead_p99_ms']:.2f}" \
             if "overhead_p50_ms" in r else ""
         added = f" added {r['added_p50_ms']:.2f}/{r['added_p99_ms']:.2f}" if "added_p50_ms" in r else ""
-        console.print(f"{r['clients']:>4} {r['group']:>8}/{r['path']:<10} p50 {r['p50_ms']:7.2f} p99 "
+        console.print(f"{r['clients']:>4} {r['group']:>8}/{r['path']:<19} p50 {r['p50_ms']:7.2f} p99 "
                       f"{r['p99_ms']:7.2f} ms{added}{extra} {r['rps']:8.0f} req/s errors {r['errors']}")
     for r in result["throughput"]:
-        console.print(f"tput {r['clients']:>4} {r['group']:>8}/{r['path']:<10} {r['rps']:8.0f} req/s "
+        console.print(f"tput {r['clients']:>4} {r['group']:>8}/{r['path']:<19} {r['rps']:8.0f} req/s "
                       f"errors {r['errors']}")
     console.print(f"LiteLLM: {result['litellm']}")
 

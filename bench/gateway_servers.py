@@ -130,6 +130,8 @@ COMPONENTS = """components:
   fast: {model: m-fast, engine: pyfunc, scaling: {target_concurrency: 1024}}
   chat: {model: m-chat, engine: llm, scaling: {target_concurrency: 1024}}
   chat-fast: {model: m-chat-fast, engine: llm, scaling: {target_concurrency: 1024}}
+  chat-external: {model: m-chat-external, engine: llm, mode: serverless,
+                  serverless: {openai: {url: "STUB_URL/v1", model: stub}}}
 """
 PIPELINES = """pipelines:
   fanout:
@@ -141,10 +143,12 @@ PIPELINES = """pipelines:
 """
 
 
-def start_gateway(stack: ExitStack, tmp: Path, stub_url: str, fast_url: str, workers: int) -> tuple[str, str]:
+def start_gateway(stack: ExitStack, tmp: Path, stub_url: str, fast_url: str, workers: int,
+                  fast_path: bool = True) -> tuple[str, str]:
     """A real gateway (``python -m compoundry.platform.gateway_process``, ``workers`` worker processes) routed to
-    the stubs; (url, api key)."""
-    state = tmp / "gateway"
+    the stubs, ``chat-external`` to the stub as an external OpenAI-compatible server; (url, api key).
+    ``fast_path`` False: every call through FastAPI's routes (``gateway.fast_path: false``)."""
+    state = tmp / ("gateway" if fast_path else "gateway-fastapi")
     state.mkdir()
     store = PlatformStore(f"sqlite:///{state / 'platform.db'}")
     store.create_schema()
@@ -157,17 +161,18 @@ def start_gateway(stack: ExitStack, tmp: Path, stub_url: str, fast_url: str, wor
     store.close()
     config = state / "configs"
     config.mkdir()
-    (config / "components.yaml").write_text(COMPONENTS)
+    (config / "components.yaml").write_text(COMPONENTS.replace("STUB_URL", stub_url))
     (config / "pipelines.yaml").write_text(PIPELINES)
     # the Node stub takes any number of calls at once: no per-replica cap or lane (target_concurrency 1024) in
     # front of it, so what is measured is what the gateway adds, not admission control
-    (config / "platform.yaml").write_text("gateway: {replica_concurrency: null}\n")
+    (config / "platform.yaml").write_text(
+        f"gateway: {{replica_concurrency: null, fast_path: {str(fast_path).lower()}}}\n")
     port = free_port()
     env = {**os.environ, "COMPOUNDRY_CONFIG_DIR": str(config), "COMPOUNDRY_STATE_DIR": str(state),
            "COMPOUNDRY_GATEWAY_PORT": str(port), "COMPOUNDRY_DATABASE_URL": f"sqlite:///{state / 'platform.db'}",
            "PYTHONPATH": str(ROOT), "COMPOUNDRY_GATEWAY_WORKERS": str(workers)}
-    proc = _spawn(stack, [sys.executable, "-m", "compoundry.platform.gateway_process"], log=tmp / "gateway.out", cwd=ROOT,
-                  env=env)
+    proc = _spawn(stack, [sys.executable, "-m", "compoundry.platform.gateway_process"], log=state / "gateway.out",
+                  cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     wait_ready(url, proc)
     return url, key

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, PositiveInt, model_validator
 
 from compoundry.config.base import Strict
+from compoundry.config.kubernetes_config import KubernetesSettings
+from compoundry.config.rate_limit_config import RateLimitSettings
 
 
 class Ports(Strict):
@@ -62,6 +64,9 @@ class GatewaySettings(Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
     body_timeout_s: float = Field(10.0, gt=0, description="a request body not fully received by then gets 408 "
                                                           "(a slow or stalled upload cannot hold a connection)")
+    fast_path: bool = Field(True, description="answer well-formed JSON prediction calls without FastAPI's "
+                                              "per-request machinery (same answers); false: all through FastAPI")
+    rate_limits: RateLimitSettings = RateLimitSettings()
 
 
 class AutoscalerSettings(Strict):
@@ -79,10 +84,6 @@ class AutoscalerSettings(Strict):
                                                                 "max(this, 2 x the component's cold start)")
 
 
-class KubernetesTargetSettings(Strict):
-    namespace: str = Field("compoundry", description="namespace the rendered objects go to")
-
-
 class BentoCloudTargetSettings(Strict):
     cluster: str | None = Field(None, description="BentoCloud cluster; null: the account's default")
 
@@ -95,8 +96,8 @@ class PlatformConfig(Strict):
     ports: Ports = Ports()
     replica_ports: PortRange = PortRange()
     target: Literal["local", "kubernetes", "bentocloud"] = Field(
-        "local", description="where replicas run; only local is run end to end here (docs/targets.md)")
-    kubernetes: KubernetesTargetSettings = KubernetesTargetSettings()
+        "local", description="where replicas run unless a component's own target says otherwise (docs/targets.md)")
+    kubernetes: KubernetesSettings = KubernetesSettings()
     bentocloud: BentoCloudTargetSettings = BentoCloudTargetSettings()
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite under state_dir")
     registry: RegistrySettings = RegistrySettings()

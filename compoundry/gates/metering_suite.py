@@ -18,7 +18,7 @@ import pandas as pd
 from compoundry.core.costs.records import MODES
 
 LATENCY_CLASSES = ("interactive", "batch")
-OUTCOME_PATTERN = r"^(?:ok|fallback|shed|error:.+)$"
+OUTCOME_PATTERN = r"^(?:ok|fallback|shed|rate_limited|error:.+)$"
 TERMINAL = ("stopped", "failed")
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*$"  # a component name as the config allows it (compoundry.config.base.Name)
 
@@ -43,13 +43,13 @@ def metering_expectations(since: datetime, until: datetime) -> list:
         *durations, *counts,
         gxe.ExpectColumnValuesToNotBeNull(column="cost", description="every call was priced when it ran; a null "
                                                                      "cost is a metering bug, not a free call"),
-        *_component_name(gxe),
+        *_component_name(gxe, Column("outcome") != "rate_limited"),  # a refused pipeline request ran no component
         gxe.ExpectColumnValuesToBeInSet(
             column="mode", value_set=list(MODES), description="the mode decides the tariff"),
         gxe.ExpectColumnValuesToBeInSet(column="latency_class", value_set=list(LATENCY_CLASSES),
                                         description="interactive or batch"),
         gxe.ExpectColumnValuesToMatchRegex(column="outcome", regex=OUTCOME_PATTERN,
-                                           description="ok, fallback, shed or error:<code>"),
+                                           description="ok, fallback, shed, rate_limited or error:<code>"),
         gxe.ExpectColumnValuesToNotBeNull(column="timestamp", description="every call has a time"),
         gxe.ExpectColumnValuesToBeBetween(
             column="timestamp", min_value=pd.Timestamp(since), max_value=pd.Timestamp(until),
@@ -77,11 +77,12 @@ def replica_expectations() -> list:
     ]
 
 
-def _component_name(gxe) -> list:
+def _component_name(gxe, row_condition=None) -> list:
+    only = {} if row_condition is None else {"row_condition": row_condition}
     return [
-        gxe.ExpectColumnValuesToNotBeNull(column="component", description="every cost belongs to a component"),
+        gxe.ExpectColumnValuesToNotBeNull(column="component", description="every cost belongs to a component", **only),
         gxe.ExpectColumnValuesToMatchRegex(
-            column="component", regex=NAME_PATTERN,
+            column="component", regex=NAME_PATTERN, **only,
             description="a component name as components.yaml spells one; a component no longer configured is "
                         "reported as retired, not refused"),
     ]

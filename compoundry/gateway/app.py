@@ -16,48 +16,42 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
 
 from compoundry.config.loader import load_config
 from compoundry.config.models import Config
 from compoundry.config.settings import PlatformSettings
 from compoundry.core.api_keys import KeyRing
-from compoundry.core.request_inputs import problems
 from compoundry.core.routing.variants import ActiveExperiments
-from compoundry.core.templating import TemplateError
-from compoundry.gateway.calls import CallContext, CallRecord, context_from_request
+from compoundry.gateway.calls import CallRecord, caller_of
 from compoundry.gateway.dispatch import Dispatcher
 from compoundry.gateway.errors import (
-    ComponentUnavailable,
-    InvalidInput,
     InvalidRequest,
-    NotFound,
-    Overloaded,
-    PipelineOutputFailed,
-    PipelineStepFailed,
-    PipelineStepOverloaded,
-    PipelineStepRejected,
-    PipelineStepUnavailable,
     error_response,
     install_error_handlers,
     internal_error_response,
 )
-from compoundry.gateway.executor import (
-    CURRENT_STEP,
-    ComponentReply,
-    PipelineResult,
-    run_pipeline,
-)
+from compoundry.gateway.fast_path import FastPredictions
 from compoundry.gateway.feedback import router as feedback_router
 from compoundry.gateway.load import LoadBoard
 from compoundry.gateway.metering_hook import RequestMetering, metering_callback
 from compoundry.gateway.metrics import GatewayMetrics
 from compoundry.gateway.openai_api import router as openai_router
+from compoundry.gateway.predictions import (
+    ERRORS,
+    ComponentResponse,
+    ErrorResponse,
+    InvokeRequest,
+    PipelineRequest,
+    PipelineResponse,
+    invoke_component,
+    run_pipeline_request,
+)
+from compoundry.gateway.rate_limit import RateLimits
 from compoundry.gateway.reload import ConfigReloader, LiveConfig
 from compoundry.gateway.replica_client import ReplicaClient
 from compoundry.gateway.security import Security
@@ -69,59 +63,6 @@ from compoundry.store.experiment_runs import ExperimentStore
 from compoundry.store.refresh import Refresher, RouteTable
 
 log = logging.getLogger(__name__)
-
-
-# --- request / response models (they make /docs meaningful) -------------------------
-class InvokeRequest(BaseModel):
-    inputs: dict[str, Any] = Field(description="component inputs, e.g. {\"texts\": [\"hello\"]}; see the engine table")
-
-
-class PipelineRequest(BaseModel):
-    inputs: dict[str, Any] = Field(description="the pipeline's request inputs, read by ${request.<key>} templates")
-
-
-class ComponentResponse(BaseModel):
-    component: str
-    deployment: str
-    model_version: str
-    variant: str | None = Field(None, description="experiment variant that answered (else the serving alias)")
-    outputs: Any
-    timing_ms: float = Field(description="gateway-measured time of the replica call")
-
-
-class StepTiming(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    component: str
-    status: str = Field(description="ok | fallback | failed | skipped")
-    deployment: str | None = None
-    started_ms: float | None = Field(None, description="since the pipeline started")
-    ended_ms: float | None = None
-    duration_ms: float | None = None
-    error: str | None = None
-
-
-class PipelineResponse(BaseModel):
-    pipeline: str
-    request_id: str
-    output: Any
-    steps: dict[str, StepTiming]
-    critical_path: list[str]
-    critical_path_ms: float
-    total_ms: float
-    overhead_ms: float = Field(description="total_ms minus the durations of the critical path's steps")
-
-
-class ErrorBody(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    code: str
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody
-
-
-ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 413, 422, 429, 502, 503, 504)}
 
 
 # --- middleware ---------------------------------------------------------------------
@@ -235,8 +176,11 @@ class GatewayParts:
         return cls(settings=settings, store=store, **made, **given)
 
 
-def create_app(parts: GatewayParts) -> FastAPI:
-    """The gateway app, complete: the lifespan only starts and stops the parts it was given."""
+def create_app(parts: GatewayParts, fast_path: bool = True) -> FastAPI:
+    """The gateway app, complete: the lifespan only starts and stops the parts it was given.
+
+    ``fast_path``: answer the prediction routes in :class:`FastPredictions` (False: all through FastAPI, as a
+    test compares)."""
     settings, live, store, routes = parts.settings, parts.config, parts.store, parts.routes
     refresh_s = settings.config.route_refresh_s
     experiments = ActiveExperiments(live.experiments)
@@ -274,6 +218,9 @@ def create_app(parts: GatewayParts) -> FastAPI:
     state.trust = TrustLayer(settings.config.gateway.blocked_terms)
     install_error_handlers(app)
     gateway_settings = settings.config.gateway
+    if fast_path:
+        app.add_middleware(FastPredictions, state=state)
+    app.add_middleware(RateLimits, settings=settings, sink=parts.metering_sink)  # inside Security: after the key
     app.add_middleware(Security, keys=keys, auth_required=gateway_settings.auth_required,
                        max_body_bytes=gateway_settings.max_body_bytes, body_timeout_s=gateway_settings.body_timeout_s)
     app.add_middleware(RequestContext, metering=RequestMetering(parts.metering_sink))  # outermost: the request id
@@ -328,68 +275,13 @@ def _add_probe_routes(app: FastAPI) -> None:
 
 
 def _add_prediction_routes(app: FastAPI) -> None:
+    """The prediction routes as FastAPI sees them: the OpenAPI docs, and every body the fast path hands over."""
     @app.post("/v1/components/{name}", tags=["predictions"], response_model=ComponentResponse, responses=ERRORS,
               summary="Call one component (for outside orchestrators)")
-    async def invoke_component(name: str, body: InvokeRequest, request: Request) -> dict[str, Any]:
-        state = request.app.state
-        components = state.live.components()
-        component = components.get(name)
-        if component is None:
-            raise NotFound(f"unknown component {name!r}", {"known": sorted(components)})
-        started = time.perf_counter()
-        ctx = context_from_request(request, component.latency_class)
-        inputs = state.trust.before(component.trust, body.inputs)
-        reply = await state.dispatcher.call(name, inputs, component.timeouts.request_s, ctx)
-        return {"component": name, "deployment": reply.deployment, "model_version": reply.model_version,
-                "variant": reply.variant,
-                "outputs": state.trust.after(component.trust, reply.output),
-                "timing_ms": round((time.perf_counter() - started) * 1000, 3)}
+    async def invoke_component_route(name: str, body: InvokeRequest, request: Request) -> dict[str, Any]:
+        return await invoke_component(request.app.state, name, body.inputs, caller_of(request))
 
     @app.post("/v1/pipelines/{name}", tags=["predictions"], response_model=PipelineResponse, responses=ERRORS,
               summary="Run a pipeline DAG: parallel steps, fallbacks, per-step timings, critical path")
-    async def run_pipeline_endpoint(name: str, body: PipelineRequest, request: Request) -> dict[str, Any]:
-        state = request.app.state
-        config = state.live.current
-        pipeline = config.pipelines.get(name)
-        if pipeline is None:
-            raise NotFound(f"unknown pipeline {name!r}", {"known": sorted(config.pipelines)})
-        found = problems(body.inputs, pipeline.inputs, pipeline.request_keys)
-        if found:
-            raise InvalidRequest(f"pipeline {name!r}: {'; '.join(found)}", {"param": "inputs", "problems": found})
-        timeouts = {n: c.timeouts.request_s for n, c in config.components.items()}
-        ctx = context_from_request(request, pipeline.latency_class, pipeline=name,
-                            deadline=state.dispatcher.clock() + pipeline.sla_ms / 1000)
-        inputs = state.trust.before(pipeline.trust, body.inputs)
-        result = await run_pipeline(pipeline, inputs, _component_caller(state, ctx), timeouts=timeouts, name=name)
-        state.metrics.on_pipeline(name, "ok" if result.ok else "failed", result.total_ms)
-        request_id = request.state.request_id
-        if not result.ok:
-            raise _pipeline_error(name, request_id, result)
-        return {"pipeline": name, "request_id": request_id, "output": state.trust.after(pipeline.trust, result.output),
-                "steps": result.steps_dict(), "critical_path": result.critical_path,
-                "critical_path_ms": result.critical_path_ms, "total_ms": result.total_ms,
-                "overhead_ms": result.overhead_ms}
-
-
-def _component_caller(state, ctx: CallContext):
-    """The executor's ``call``: every step goes through the dispatcher with the request's context."""
-    async def call(component: str, inputs: Any, timeout: float) -> ComponentReply:
-        return await state.dispatcher.call(component, inputs, timeout, replace(ctx, step=CURRENT_STEP.get()))
-    return call
-
-
-def _pipeline_error(name: str, request_id: str, result: PipelineResult):
-    details = {"pipeline": name, "request_id": request_id, "steps": result.steps_dict(),
-               "total_ms": result.total_ms}
-    if result.failed_step is None:
-        return PipelineOutputFailed(result.error or "pipeline output failed", details)
-    record = result.steps[result.failed_step]
-    message = f"required step {result.failed_step!r} ({record.component}) failed: {record.error}"
-    details |= {"step": result.failed_step, "step_error_code": record.error_code}
-    if isinstance(result.cause, ComponentUnavailable):  # temporary: the client should retry, not give up
-        kind = PipelineStepOverloaded if isinstance(result.cause, Overloaded) else PipelineStepUnavailable
-        return kind(message, details, retry_after=result.cause.retry_after)
-    wrong_request = isinstance(result.cause, TemplateError) and result.cause.path.startswith("request")
-    if isinstance(result.cause, InvalidInput) or wrong_request:  # the request's inputs were wrong for a model
-        return PipelineStepRejected(message, details)
-    return PipelineStepFailed(message, details)
+    async def run_pipeline_route(name: str, body: PipelineRequest, request: Request) -> dict[str, Any]:
+        return await run_pipeline_request(request.app.state, name, body.inputs, caller_of(request))

@@ -8,6 +8,7 @@ reports after each call, for metering and metrics.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,24 +51,37 @@ class CallRecord:
 LATENCY_CLASSES = ("interactive", "batch")
 
 
-def context_from_request(request, default_class: str, pipeline: str | None = None,
-                         deadline: float | None = None) -> CallContext:
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request, as both doors (the fast path, FastAPI's routes) know it: its id, its headers
+    (``get`` by lower-case name) and the API key's principal (None when auth is off)."""
+
+    request_id: str
+    headers: Mapping[str, str]
+    principal: Any = None
+
+
+def caller_of(request) -> Caller:
+    """The :class:`Caller` of a Starlette ``Request``."""
+    return Caller(request.state.request_id, request.headers, getattr(request.state, "principal", None))
+
+
+def caller_context(headers: Mapping[str, str], pipelines: Mapping[str, Any], principal, request_id: str,
+                   default_class: str, pipeline: str | None = None, deadline: float | None = None) -> CallContext:
     """The caller's context from the ``X-Latency-Class``, ``X-Pipeline-Id``, ``X-Session-Id`` and ``X-User-Id``
-    headers.
+    headers (``headers.get`` takes lower-case names).
 
     ``pipeline`` is the pipeline the gateway runs itself and wins over the header. A client's
     ``X-Pipeline-Id`` is metered only when it names a pipeline of the live config; any other value is
     recorded as ``(unregistered)``, never as the client's free text (cost reports group by it).
     """
-    headers = request.headers
     if pipeline is None:
-        pipeline = attributed_pipeline(headers.get("x-pipeline-id"), request.app.state.live.current.pipelines) or None
+        pipeline = attributed_pipeline(headers.get("x-pipeline-id"), pipelines) or None
     latency_class = (headers.get("x-latency-class") or default_class).strip().lower()
     if latency_class not in LATENCY_CLASSES:
         raise InvalidRequest(f"X-Latency-Class must be one of {', '.join(LATENCY_CLASSES)}",
                              {"got": latency_class[:40]})
-    principal = getattr(request.state, "principal", None)
-    return CallContext(request_id=request.state.request_id, latency_class=latency_class, deadline=deadline,
+    return CallContext(request_id=request_id, latency_class=latency_class, deadline=deadline,
                        pipeline=pipeline, session=headers.get("x-session-id"),
                        user=headers.get("x-user-id"),
                        tenant=principal.tenant if principal else None)

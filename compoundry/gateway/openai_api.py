@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from compoundry.gateway.calls import context_from_request
+from compoundry.gateway.calls import Caller, caller_context, caller_of
 from compoundry.gateway.errors import InvalidRequest, NotFound
 
 router = APIRouter(tags=["openai"])
@@ -97,31 +97,40 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 @router.post("/v1/chat/completions", summary="OpenAI chat completions, routed by component name")
 async def chat_completions(body: ChatCompletionRequest, request: Request):
-    return await _completion(request, body.model_dump(exclude_unset=True), "/v1/chat/completions")
+    return await complete(request.app.state, caller_of(request), body.model_dump(exclude_unset=True),
+                          "/v1/chat/completions")
 
 
 @router.post("/v1/completions", summary="OpenAI text completions, routed by component name")
 async def completions(body: CompletionRequest, request: Request):
-    return await _completion(request, body.model_dump(exclude_unset=True), "/v1/completions")
+    return await complete(request.app.state, caller_of(request), body.model_dump(exclude_unset=True),
+                          "/v1/completions")
 
 
 @router.post("/v1/embeddings", summary="OpenAI embeddings, routed by component name")
 async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]:
-    component = _component(request, body.model, EMBEDDING_ENGINES, "/v1/embeddings")
-    texts = request.app.state.trust.before(component.trust, [body.input] if isinstance(body.input, str) else body.input)
-    reply = await request.app.state.dispatcher.call(body.model, {"texts": texts}, component.timeouts.request_s,
-                                                    _context(request, component, getattr(body, "user", None)))
+    return await embed(request.app.state, caller_of(request), body)
+
+
+async def embed(state, caller: Caller, body: EmbeddingRequest) -> dict[str, Any]:
+    """Embeddings through the Bento protocol (``{texts}`` -> ``{embeddings}``), answered in OpenAI's shape."""
+    component = _component(state, body.model, EMBEDDING_ENGINES, "/v1/embeddings")
+    texts = state.trust.before(component.trust, [body.input] if isinstance(body.input, str) else body.input)
+    reply = await state.dispatcher.call(body.model, {"texts": texts}, component.timeouts.request_s,
+                                        _context(state, caller, component, getattr(body, "user", None)))
     vectors = reply.output["embeddings"]
     return {"object": "list", "model": body.model,
             "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
             "usage": {"prompt_tokens": 0, "total_tokens": 0}}
 
 
-async def _completion(request: Request, body: dict[str, Any], path: str):
+async def complete(state, caller: Caller, body: dict[str, Any], path: str):
+    """A chat or text completion from the component's replicas (or external endpoint): the answer as a dict,
+    or a streaming response when the body asks for a stream."""
     name = body["model"]
-    component = _component(request, name, LLM_ENGINES, path)
-    dispatcher, trust = request.app.state.dispatcher, request.app.state.trust
-    ctx = _context(request, component, body.get("user"))
+    component = _component(state, name, LLM_ENGINES, path)
+    dispatcher, trust = state.dispatcher, state.trust
+    ctx = _context(state, caller, component, body.get("user"))
     body = trust.before(component.trust, body)
     if not body.get("stream"):
         reply = await dispatcher.call(name, body, component.timeouts.request_s, ctx, path=path)
@@ -149,11 +158,11 @@ def _event_line(line: str, model: str) -> str:
     return line + "\n"
 
 
-def _component(request: Request, name: str, engines: set[str], path: str):
-    component = request.app.state.live.components().get(name)
+def _component(state, name: str, engines: set[str], path: str):
+    component = state.live.components().get(name)
     if component is None:
         raise NotFound(f"unknown model {name!r}: the model field names a component",
-                       {"known": sorted(request.app.state.live.components())})
+                       {"known": sorted(state.live.components())})
     if component.engine not in engines:
         raise InvalidRequest(f"component {name!r} is a {component.engine} model; {path} needs one of "
                              f"{', '.join(sorted(engines))}", {"component": name, "engine": component.engine},
@@ -161,7 +170,8 @@ def _component(request: Request, name: str, engines: set[str], path: str):
     return component
 
 
-def _context(request: Request, component, user: Any = None):
+def _context(state, caller: Caller, component, user: Any = None):
     """The call context; OpenAI's ``user`` field is the sticky experiment key when no X-User-Id is sent."""
-    ctx = context_from_request(request, component.latency_class)
+    ctx = caller_context(caller.headers, state.live.current.pipelines, caller.principal, caller.request_id,
+                         component.latency_class)
     return replace(ctx, user=user[:200]) if ctx.user is None and isinstance(user, str) and user else ctx

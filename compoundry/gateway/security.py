@@ -80,7 +80,7 @@ class Security:
             return await error_response(late, request_id)(scope, receive, send)
         if body is None:
             return await error_response(self._too_large(), request_id)(scope, receive, send)
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay_body(body, receive), send)
 
     def _refusal(self, scope, headers: dict[str, str]) -> GatewayError | None:
         length = headers.get("content-length", "")
@@ -131,7 +131,8 @@ def _wanted_headers(scope) -> dict[str, str]:
     return found
 
 
-def _replay(body: bytes, receive):
+def replay_body(body: bytes, receive):
+    """A ``receive`` that gives the app ``body`` (already read by a middleware), then the client's next message."""
     sent = False
 
     async def replay():

@@ -18,11 +18,13 @@ import json
 import os
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, replace
+from dataclasses import fields, replace
 from datetime import datetime
 from pathlib import Path
 
 from compoundry.core.costs.records import MeteringRecord
+
+_FIELDS = tuple(f.name for f in fields(MeteringRecord))  # scalars all: a shallow copy is the record
 
 PREFIX = "metering-"
 MAX_OPEN = 64  # finished segments kept open (and locked) while their records wait for the database
@@ -56,7 +58,7 @@ class Spool:
         """Write one record to the current segment; returns its number. ``delivered`` None: a :meth:`mark`
         line follows once its request's answer was sent (or not)."""
         self._seq += 1
-        row = asdict(record)
+        row = {name: getattr(record, name) for name in _FIELDS}  # asdict() deep-copies: 10x the time
         row["timestamp"] = record.timestamp.isoformat()
         entry = {"n": self._seq, "r": row} if delivered is None else {"n": self._seq, "r": row, "ok": delivered}
         self._write(entry)

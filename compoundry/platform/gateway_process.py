@@ -81,7 +81,7 @@ def build_gateway(settings, config, store):
     sink = MeteringSink(store.engine, start=False, spool=Spool(spool_dir))
     parts = GatewayParts.build(settings, config, store, routers=(control_router,), metering_sink=sink)
     scaler = build_autoscaler(settings, store, parts.routes, parts.load, lambda: parts.config.current)
-    return create_app(replace(parts, scaler=scaler))
+    return create_app(replace(parts, scaler=scaler), fast_path=settings.config.gateway.fast_path)
 
 
 def create_app_in_worker():

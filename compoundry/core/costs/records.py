@@ -30,6 +30,7 @@ MeteringMode = Literal["dedicated", "serverless", "auto", "external"]
 OK = "ok"
 FALLBACK = "fallback"
 SHED = "shed"
+RATE_LIMITED = "rate_limited"  # refused by a tenant's or key's rate limit before any model ran
 
 
 def error_outcome(code: str | int) -> str:
@@ -42,7 +43,7 @@ class MeteringRecord:
     """One component call, as the cost report and the dashboards need it.
 
     ``timestamp`` is when the call started (timezone-aware; naive means UTC).
-    ``outcome`` is ``ok``, ``error:<code>``, ``fallback`` or ``shed``.
+    ``outcome`` is ``ok``, ``error:<code>``, ``fallback``, ``shed`` or ``rate_limited``.
     ``cost`` is :func:`price_call` of the component's prices (marginal cost only).
     """
 
@@ -97,7 +98,7 @@ def price_call(prices: PriceList, *, prompt_tokens: int = 0, completion_tokens: 
     the work, and an external provider bills failed calls the same way.
     ``replica_hour`` is deliberately ignored (see the module docstring).
     """
-    if outcome == SHED:
+    if outcome in (SHED, RATE_LIMITED):
         return 0.0
     if prompt_tokens < 0 or completion_tokens < 0:
         raise ValueError("token counts must be non-negative")
