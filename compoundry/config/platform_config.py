@@ -52,9 +52,10 @@ class GatewaySettings(Strict):
     cold_start_hold_s: ColdStartHold = ColdStartHold()
     max_attempts: int = Field(2, ge=1, le=5, description="tries per call; retries only transport failures "
                                                           "on another replica")
-    replica_concurrency: int | None = Field(32, ge=1, description="in-flight requests per replica and gateway "
-                                                                  "process (calls the gateway gave up on "
-                                                                  "included); null: unlimited")
+    replica_concurrency: int | None = Field(32, ge=1, description="in-flight requests per replica, all gateway "
+                                                                  "processes together, each taking its share "
+                                                                  "(calls the gateway gave up on included); "
+                                                                  "null: unlimited")
     queue_capacity: int = Field(256, ge=1, description="requests that may wait per component lane")
     shadow_max_in_flight: int = Field(64, ge=0, description="mirrored (shadow) calls in flight per gateway; "
                                                             "beyond this a mirror is skipped, never queued")

@@ -168,7 +168,8 @@ class GatewayParts:
         defaults = {
             "config": lambda: LiveConfig(config),
             "routes": lambda: RouteTable(store.routes, refresh_s=settings.config.route_refresh_s),
-            "load": lambda: LoadBoard(gateway.replica_concurrency, gateway.queue_capacity, clock=time.perf_counter),
+            "load": lambda: LoadBoard(gateway.replica_concurrency, gateway.queue_capacity, clock=time.perf_counter,
+                                      processes=settings.gateway_workers),  # the leader counts other gateways
             "replica_client": ReplicaClient,
             "metering_sink": lambda: MeteringSink(store.engine, start=False),  # started by the app's lifespan
         }

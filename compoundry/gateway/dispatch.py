@@ -152,7 +152,8 @@ class Dispatcher:
             healthy = self.load.outliers(route.deployment_id).healthy([r.url for r in route.replicas], self.clock())
             in_flight = self.load.in_flight(route.deployment_id, healthy)
             breaker_open = self.breakers.get(route.deployment_id, config.breaker).state == "open"
-        state = DedicatedState(len(healthy), in_flight, config.scaling.target_concurrency, breaker_open)
+        threshold = self.load.share(config.scaling.target_concurrency)  # this process's share of each replica
+        state = DedicatedState(len(healthy), in_flight, threshold, breaker_open)
         return external if choose_backend(config.mode, True, state) == EXTERNAL else None
 
     def _external(self, component: str, config):
@@ -353,7 +354,7 @@ class Dispatcher:
         per_replica = config.scaling.target_concurrency
         if self.settings.replica_concurrency:
             per_replica = min(per_replica, self.settings.replica_concurrency)
-        return self.load.lane(route.component, max(1, len(route.replicas)) * per_replica)
+        return self.load.lane(route.component, max(1, len(route.replicas)) * self.load.share(per_replica))
 
     # --- observability ---------------------------------------------------------------
     def _record(self, ctx: CallContext, component: str, route: RouteView | None, outcome: str, attempts: int,

@@ -3,12 +3,14 @@
 The dispatcher takes slots from here on every call; the autoscaler reads the
 same counts as each deployment's load, metrics read them at scrape time, and a
 scale-down drains a replica by waiting for its count to reach zero. The state
-is per process: several gateway processes each hold their own (the replica
-concurrency limit and the lanes then apply per process).
+is per process: when several gateway processes (workers, gateways) send to the
+same replicas, each takes its share of every per-replica limit
+(:meth:`LoadBoard.share_among`), so together they never pass it.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -20,10 +22,13 @@ from compoundry.core.routing.outliers import OutlierDetector
 
 class LoadBoard:
     def __init__(self, replica_concurrency: int | None = None, queue_capacity: int = 256,
-                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None):
-        """``replica_concurrency``: in-flight calls per replica (None: unlimited); ``queue_capacity``: per lane."""
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
+                 processes: int = 1):
+        """``replica_concurrency``: in-flight calls per replica, all gateway processes together (None: unlimited);
+        ``queue_capacity``: per lane; ``processes``: gateway processes known to share the replicas so far."""
         self.replica_concurrency = replica_concurrency
         self.queue_capacity = queue_capacity
+        self.processes = max(1, processes)
         self.clock = clock
         self.rng = rng or random.Random()
         self._balancers: dict[str, Balancer] = {}
@@ -34,8 +39,21 @@ class LoadBoard:
         """The deployment's balancer over its replicas (made on first use)."""
         balancer = self._balancers.get(deployment_id)
         if balancer is None:
-            balancer = self._balancers[deployment_id] = Balancer(self.rng, self.replica_concurrency)
+            balancer = self._balancers[deployment_id] = Balancer(self.rng, self.share(self.replica_concurrency))
         return balancer
+
+    def share_among(self, processes: int) -> None:
+        """``processes`` gateway processes now send to the same replicas (the autoscaler leader counts them)."""
+        processes = max(1, processes)
+        if processes != self.processes:
+            self.processes = processes
+            for balancer in self._balancers.values():
+                balancer.set_limit(self.share(self.replica_concurrency))
+
+    def share(self, per_replica: int | None) -> int | None:
+        """This process's share of a per-replica amount: rounded up (a replica may take a few more calls than
+        the limit while the process count is catching up, never a process none)."""
+        return None if per_replica is None else max(1, math.ceil(per_replica / self.processes))
 
     def outliers(self, deployment_id: str) -> OutlierDetector:
         """Which of the deployment's replicas failed recently and are ejected (made on first use)."""

@@ -192,6 +192,9 @@ class Autoscaler:
         except Exception as exc:
             log.warning("autoscaler: could not reach the platform database (%s); skipping this tick", exc)
             self.leading = False
+        shared_by = self.peers.followers + 1 if self.leading else (self._leader_state or {}).get("processes")
+        if shared_by:  # every gateway process takes its share of each replica's limits (gateway/load.py)
+            self.load.share_among(shared_by)
         return self.leading
 
     def _own_load(self) -> dict[str, tuple[int, int]]:
@@ -379,6 +382,7 @@ class Autoscaler:
                               "cold_start_s": cold, "cold_start_source": source,
                               "scale_to_zero_at_s": _rel(t.policy.scale_to_zero_at(), now)}
         return {"leader": self.leading, "gateway": self.peers.gateway if self.peers is not None else None,
+                "processes": self.load.processes,
                 "deployments": deployments, "floors": self._floors, "cold": sorted(self._cold),
                 "down_stabilization": {"configured_s": self.settings.down_stabilization_s,
                                        "cold_starts": COLD_STARTS_PER_DOWN_WINDOW},

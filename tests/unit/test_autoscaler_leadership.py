@@ -40,7 +40,8 @@ def _gateway(store, name: str, target, ttl_s: float = 0.3):
         return True
 
     routes.refresh = refresh
-    board = SimpleNamespace(load_of=lambda component, deployment: (0, 0))
+    board = SimpleNamespace(load_of=lambda component, deployment: (0, 0), processes=1)
+    board.share_among = lambda processes: setattr(board, "processes", processes)
     config = SimpleNamespace(components=components, pipelines={})
     settings = SimpleNamespace(tick_s=0.05, window_s=10.0, up_stabilization_s=0.0, down_stabilization_s=30.0)
     peers = Peers(Leadership(Leases(store), name, ttl_s), GatewayReports(store), stale_s=1.0)
@@ -61,6 +62,8 @@ def test_one_leader_scales_for_a_request_held_on_a_follower_and_another_takes_ov
         await leader.tick()
         assert target.calls == [("emb-v1", 1)]
         assert follower.describe()["leader"] is False and leader.describe()["deployments"]["emb-v1"]["replicas"] == 1
+        await follower.tick()  # the leader counted two processes on these replicas: each takes half their limits
+        assert (leader.load.processes, follower.load.processes) == (2, 2)
         await leader.stop()                            # a clean stop hands over at the follower's next tick
         await follower.tick()
         assert follower.leading

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compoundry.core.routing.balancer import Balancer, Saturation
+from compoundry.gateway.load import LoadBoard
 
 
 def loaded(loads: dict, limit=None, rng=None) -> Balancer:
@@ -181,3 +182,15 @@ def test_p2c_spreads_load_evenly():
     loads = [balancer.outstanding(r) for r in replicas]
     assert sum(loads) == 400
     assert max(loads) - min(loads) <= 4
+
+
+def test_gateway_processes_sharing_replicas_each_take_their_share_of_the_limit():
+    """32 per replica over 3 processes: 11 each (rounded up, never 0), applied to balancers made before too."""
+    board = LoadBoard(replica_concurrency=32, processes=1)
+    made_before = board.balancer("emb-v1")
+    assert made_before.limit == 32
+    board.share_among(3)
+    assert (made_before.limit, board.balancer("cls-v1").limit, board.share(4)) == (11, 11, 2)
+    board.share_among(64)
+    assert made_before.limit == 1 and board.share(None) is None
+    assert LoadBoard(replica_concurrency=None, processes=4).balancer("x").limit is None

@@ -42,12 +42,18 @@ class Balancer(Generic[K]):
     """Outstanding-request counts for one deployment's replicas, and the choice of the next replica."""
 
     def __init__(self, rng: random.Random, limit: int | None = None):
-        """``limit``: requests in flight per replica (None: unlimited). Settable later (config reload)."""
+        """``limit``: requests in flight per replica (None: unlimited); :meth:`set_limit` changes it."""
         if limit is not None and limit < 1:
             raise ValueError("limit must be >= 1 or None")
         self.limit = limit
         self._rng = rng
         self._outstanding: dict[K, int] = {}  # only replicas with requests in flight
+
+    def set_limit(self, limit: int | None) -> None:
+        """A new per-replica limit (more gateway processes now share the replicas); calls in flight stay."""
+        if limit is not None and limit < 1:
+            raise ValueError("limit must be >= 1 or None")
+        self.limit = limit
 
     def outstanding(self, replica: K) -> int:
         return self._outstanding.get(replica, 0)
