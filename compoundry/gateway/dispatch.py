@@ -24,18 +24,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AsyncExitStack, contextmanager, nullcontext
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, nullcontext
 from dataclasses import replace
 from typing import Any, Protocol
 
-from compoundry.core.routing.breaker import Admission, BreakerBoard, CircuitBreaker
+from compoundry.core.routing.breaker import BreakerBoard
 from compoundry.core.routing.lanes import Lane, Shed
 from compoundry.core.routing.modes import EXTERNAL, DedicatedState, choose_backend
 from compoundry.core.routing.retry import should_retry
 from compoundry.core.routing.route_view import RouteView
 from compoundry.core.routing.variants import VariantRouter
 from compoundry.gateway.abandoned import AbandonedCalls
+from compoundry.gateway.breaker_verdict import breaker_verdict
 from compoundry.gateway.calls import CallContext, CallRecord, stream_usage, token_usage
 from compoundry.gateway.errors import (
     ComponentFailed,
@@ -169,7 +170,7 @@ class Dispatcher:
                              ctx: CallContext, path: str) -> tuple[Any, int]:
         breaker, admission = self._admit(route, config)
         timeout = self._timeout(timeout_s, ctx)
-        with _verdict(breaker, admission):
+        with breaker_verdict(breaker, admission):
             if path == "/invoke":
                 return await external.invoke(config.engine, inputs, timeout, route.component), 1
             return await external.openai(path, inputs, timeout, route.component), 1
@@ -230,7 +231,7 @@ class Dispatcher:
                           ctx: CallContext, path: str, lane: bool = True) -> tuple[Any, int]:
         breaker, admission = self._admit(route, config)
         deadline = ctx.deadline if ctx.deadline is not None else self.clock() + timeout_s
-        with _verdict(breaker, admission):
+        with breaker_verdict(breaker, admission):
             try:
                 async with self._lane(route, config).slot(ctx.latency_class, deadline) if lane else nullcontext():
                     return await self._attempts(route, inputs, timeout_s, ctx, path, config.limits.abandoned_busy_s)
@@ -316,7 +317,7 @@ class Dispatcher:
                 return self.backend.stream(url, path, body, timeout, component)
         started, outcome, usage = self.clock(), "client_closed", (0, 0)  # metered like a call, when it ends
         try:
-            with _verdict(breaker, admission):
+            with breaker_verdict(breaker, admission):
                 async with opener() as lines:
                     async for line in lines:
                         if '"usage"' in line:
@@ -367,37 +368,6 @@ class Dispatcher:
                                 route.model_version if route else None, outcome, attempts,
                                 round(held_ms, 3), round(max(0.0, total_ms - held_ms), 3), *usage,
                                 variant=variant, shadow=shadow))
-
-
-@contextmanager
-def _verdict(breaker: CircuitBreaker, admission: Admission) -> Iterator[None]:
-    """Tell the deployment's breaker how the admitted call went, from how the block exits.
-
-    A failure or timeout counts against the deployment, unless it was one replica's while others are
-    healthy (outlier ejection handles that replica); a refusal at the gate
-    (4xx, the replica did answer) counts as a success; nothing at all is said
-    when the call never reached a verdict: cancelled, shed, no replica free,
-    or the client went away mid-stream.
-    """
-    try:
-        yield
-    except (ComponentFailed, ComponentTimeout) as exc:
-        if exc.replica_fault:  # one replica failed; others of the deployment are healthy: not its verdict
-            breaker.record_cancel(admission)
-        else:
-            breaker.record_failure(admission)
-        raise
-    except ComponentUnavailable:
-        breaker.record_cancel(admission)
-        raise
-    except GatewayError:
-        breaker.record_success(admission)
-        raise
-    except BaseException:  # cancelled, or the stream's client went away (GeneratorExit)
-        breaker.record_cancel(admission)
-        raise
-    else:
-        breaker.record_success(admission)
 
 
 def _overloaded(route: RouteView, shed: Shed) -> Overloaded:
