@@ -221,7 +221,7 @@ def create_app(parts: GatewayParts, fast_path: bool = True) -> FastAPI:
     gateway_settings = settings.config.gateway
     if fast_path:
         app.add_middleware(FastPredictions, state=state)
-    app.add_middleware(RateLimits, settings=settings, sink=parts.metering_sink)  # inside Security: after the key
+    app.add_middleware(RateLimits, settings=settings, sink=parts.metering_sink, metrics=metrics)  # inside Security: after the key
     app.add_middleware(Security, keys=keys, auth_required=gateway_settings.auth_required,
                        max_body_bytes=gateway_settings.max_body_bytes, body_timeout_s=gateway_settings.body_timeout_s)
     app.add_middleware(RequestContext, metering=RequestMetering(parts.metering_sink))  # outermost: the request id

@@ -36,6 +36,9 @@ class GatewayMetrics:
                                  ["pipeline", "status"], registry=self.registry)
         self.pipeline_latency = Histogram("compoundry_pipeline_seconds", "Pipeline latency", ["pipeline"],
                                           buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.rate_limited = Counter("compoundry_rate_limited_requests", "Requests refused by a rate limit, by "
+                                    "whose limit (tenant or key) and which (requests or tokens per minute)",
+                                    ["scope", "limit"], registry=self.registry)
 
     def on_call(self, call: CallRecord) -> None:
         config = self.components().get(call.component)
@@ -52,6 +55,9 @@ class GatewayMetrics:
     def on_pipeline(self, pipeline: str, status: str, total_ms: float) -> None:
         self.pipelines.labels(pipeline, status).inc()
         self.pipeline_latency.labels(pipeline).observe(total_ms / 1000)
+
+    def on_rate_limited(self, scope: str, limit: str) -> None:
+        self.rate_limited.labels(scope, limit).inc()
 
     def watch_state(self, routes, load, breakers, sink=None) -> None:
         """Register the scrape-time collector over live state: the route table, the load board, the breakers

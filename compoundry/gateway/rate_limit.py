@@ -45,8 +45,9 @@ class RateLimits:
     ``settings.gateway_workers`` (uvicorn spreads connections over workers, so the sum holds per gateway).
     """
 
-    def __init__(self, app, settings: PlatformSettings, sink=None, backend: Buckets | None = None):
+    def __init__(self, app, settings: PlatformSettings, sink=None, backend: Buckets | None = None, metrics=None):
         self.app = app
+        self.metrics = metrics  # GatewayMetrics: refusals counted by scope and limit
         config = settings.config.gateway.rate_limits
         self.enabled = config.enabled
         self.default = config.default.rule() if config.default is not None else None
@@ -84,6 +85,8 @@ class RateLimits:
         limit = _LIMIT_NAMES.get((verdict.refused_by or "")[-3:], "requests_per_minute")
         whose = "key" if ":key:" in (verdict.refused_by or "") else "tenant"
         self._meter(scope, tenant, request_id, body)
+        if self.metrics is not None:
+            self.metrics.on_rate_limited(whose, limit)
         refusal = RateLimited(f"rate limit exceeded: this {whose}'s {limit.replace('_', ' ')}; "
                               f"retry after {verdict.retry_after_s:.1f} s",
                               {"limit": limit, "scope": whose, "tenant": tenant}, verdict.retry_after_s)

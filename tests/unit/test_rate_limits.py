@@ -273,4 +273,6 @@ def test_the_gateway_app_limits_its_prediction_routes(parts, tmp_path):
     with TestClient(create_app(type(parts)(**{**parts.__dict__, "settings": settings}))) as client:
         codes = [client.post("/v1/components/embed", json={"inputs": {"texts": ["a"]}}).status_code
                  for _ in range(3)]
+        metrics = client.get("/metrics").text
     assert codes == [200, 200, 429]
+    assert 'compoundry_rate_limited_requests_total{limit="requests_per_minute",scope="tenant"} 1.0' in metrics
