@@ -41,10 +41,22 @@ class GatewayError(Exception):
             self.code = code
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, **self.details}}
+        """OpenAI's error shape (``message``, ``type``, ``param``, ``code``), the details beside them."""
+        return {"error": {"code": self.code, "message": self.message, "type": error_type(self.status),
+                          "param": self.details.get("param"), **self.details}}
 
     def headers(self) -> dict[str, str]:
         return {}
+
+
+#: OpenAI's ``type`` by status: its clients pick the exception from the status, people read the type.
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+          404: "invalid_request_error", 408: "timeout_error", 413: "invalid_request_error",
+          422: "invalid_request_error", 429: "rate_limit_error"}
+
+
+def error_type(status: int) -> str:
+    return _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
 
 
 class NotFound(GatewayError):
@@ -152,12 +164,19 @@ async def _gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
     return error_response(exc, _request_id(request))
 
 
+#: The OpenAI routes answer a body their model refuses as OpenAI does: 400 (the clients' ``BadRequestError``).
+OPENAI_BODIES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+
+
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
                 for e in exc.errors()]
     first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
     where = ".".join(str(p) for p in first["loc"]) or "body"
-    return error_response(InvalidRequest(f"{where}: {first['msg']}", {"errors": problems}), _request_id(request))
+    param = ".".join(str(p) for p in first["loc"][1:]) or None  # the field, as OpenAI names it
+    status = 400 if request.url.path in OPENAI_BODIES else None
+    refusal = InvalidRequest(f"{where}: {first['msg']}", {"param": param, "errors": problems}, status=status)
+    return error_response(refusal, _request_id(request))
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 401: "unauthorized",

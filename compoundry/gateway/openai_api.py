@@ -162,10 +162,11 @@ def _component(state, name: str, engines: set[str], path: str):
     component = state.live.components().get(name)
     if component is None:
         raise NotFound(f"unknown model {name!r}: the model field names a component",
-                       {"known": sorted(state.live.components())})
+                       {"param": "model", "known": sorted(state.live.components())}, code="model_not_found")
     if component.engine not in engines:
         raise InvalidRequest(f"component {name!r} is a {component.engine} model; {path} needs one of "
-                             f"{', '.join(sorted(engines))}", {"component": name, "engine": component.engine},
+                             f"{', '.join(sorted(engines))}",
+                             {"param": "model", "component": name, "engine": component.engine},
                              status=400, code="model_not_supported")
     return component
 

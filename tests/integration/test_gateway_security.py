@@ -95,7 +95,7 @@ def test_an_unexpected_exception_is_a_json_500_without_traceback(tmp_path, caplo
     response = asyncio.run(get())
     assert response.status_code == 500 and response.headers["x-request-id"] == "r-1"
     assert response.json() == {"error": {"code": "internal_error", "message": "internal error; see the gateway log",
-                                         "request_id": "r-1"}}
+                                         "type": "server_error", "param": None, "request_id": "r-1"}}
     assert "secret internals" in caplog.text  # logged server-side only
 
 

@@ -80,7 +80,7 @@ def _autoscaler(live: dict[str, int], clock=lambda: 0.0, idle_window_s: float = 
         return True
 
     routes.refresh = refresh
-    board = SimpleNamespace(load_of=lambda component, deployment: load[0] if component == "a" else (0, 0))
+    board = SimpleNamespace(load_of=lambda component, deployment: load[0] if component == "a" else (0, 0), processes=1)
     config = SimpleNamespace(components=components, pipelines=pipelines)
     target = MortalTarget()
     target.live.update(live)

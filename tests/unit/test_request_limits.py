@@ -96,12 +96,13 @@ def test_an_abandoned_call_is_dropped_after_busy_s_and_a_quick_one_frees_its_slo
     '{"model": "llm", "messages": []}',
     '{"model": "llm", "prompt": "hi", "n": 2}',
 ])
-def test_openai_bodies_that_no_model_could_honour_get_a_422(parts, body):
+def test_openai_bodies_that_no_model_could_honour_get_a_400_as_openai_answers(parts, body):
     path = "/v1/completions" if '"prompt"' in body else "/v1/chat/completions"
     with TestClient(create_app(parts)) as client:
         response = client.post(path, content=body, headers={"Content-Type": "application/json"})
-    assert response.status_code == 422, response.text
-    assert response.json()["error"]["code"] == "invalid_request"
+    assert response.status_code == 400, response.text  # the openai client's BadRequestError
+    error = response.json()["error"]
+    assert (error["code"], error["type"]) == ("invalid_request", "invalid_request_error") and "param" in error
 
 
 def test_a_deeply_nested_or_message_level_nan_is_a_422_not_a_500(parts):
