@@ -20,7 +20,7 @@ def _keys() -> ApiKeys:
 @keys_app.command()
 def create(
     tenant: str = typer.Option(..., help="Who the calls are billed to (metering attribution)."),
-    scope: list[str] = typer.Option(["invoke"], help="invoke (predictions) and/or admin (control API); repeatable."),
+    scope: list[str] = typer.Option(["invoke"], help="invoke (predictions), admin (control API, metrics) and/or metrics (only /metrics, for a scraper); repeatable."),
     name: str = typer.Option("", help="A note to recognise the key by."),
 ) -> None:
     """Create a key and print it once; only its hash is stored."""

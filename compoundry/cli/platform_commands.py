@@ -9,8 +9,9 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from compoundry.cli.common import console, err_console, load_settings
+from compoundry.cli.common import console, err_console, load_settings, open_store
 from compoundry.platform.supervisor import PlatformError, Supervisor
+from compoundry.scaling.targets.target_choice import build_target, remote_deployments
 
 _EVENT_STYLE = {
     "running": "[green]already running[/]", "healthy": "[green]healthy[/]", "failed": "[red]failed[/]",
@@ -64,9 +65,14 @@ def _progress_printer(bar: Progress):
     return show
 
 
-def down() -> None:
-    """Stop every service and the model replicas the platform started."""
+def down(
+    delete_remote: bool = typer.Option(
+        False, "--delete-remote", help="Also drain and delete the deployments on Kubernetes and BentoCloud "
+        "(by default they keep running, and `compoundry up` finds them again)."),
+) -> None:
+    """Stop every service and the model replicas the platform started on this machine."""
     supervisor = _supervisor()
+    _remote_deployments(supervisor.settings, delete_remote)
 
     def show(name: str, event: str, detail: str) -> None:
         if event in ("stopped", "stale", "warning"):
@@ -76,6 +82,19 @@ def down() -> None:
     with console.status("stopping the platform..."):
         supervisor.down(progress=show)
     console.print("[green]compoundry is down[/]")
+
+
+def _remote_deployments(settings, delete: bool) -> None:
+    """Remote deployments are not this machine's processes: say they keep running, or delete them if asked."""
+    store = open_store(settings)
+    remote = remote_deployments(store)
+    if remote and not delete:
+        console.print(f"  {len(remote)} deployment(s) keep running remotely "
+                      f"({', '.join(sorted(set(remote.values())))}); `compoundry down --delete-remote` deletes them")
+    for deployment_id, target in sorted(remote.items()) if delete else ():
+        with console.status(f"draining and deleting {deployment_id} on {target}..."):
+            build_target(target, settings, store).drain_and_delete(deployment_id, grace_s=30)
+        console.print(f"  {escape(deployment_id)}: [green]deleted[/] ({target})")
 
 
 def status() -> None:

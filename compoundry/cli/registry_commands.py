@@ -12,6 +12,8 @@ from rich.table import Table
 
 from compoundry.cli.common import console, fail, load_settings, open_store, platform
 from compoundry.core.deploy_decisions import TAG_COMPONENT, TAG_DEPLOY, DeployRequest
+from compoundry.scaling.targets.target_choice import deployment_target
+from compoundry.store.capacity import CapacityStore
 
 
 def register(
@@ -73,16 +75,20 @@ def deploy(
 
 
 def deployments(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List deployments, their status, replicas and which one each component routes to."""
-    rows = open_store(load_settings()).deployments()
+    """List deployments, their status, where they run (target, replica URLs) and which one each component
+    routes to."""
+    store = open_store(load_settings())
+    rows = store.deployments()
+    targets = {d.id: deployment_target(store, d.id) for d in rows}
+    live = CapacityStore(store).live_replicas([d.id for d in rows])  # starting or ready, where they run
     if as_json:
-        console.print_json(json.dumps([asdict(d) for d in rows]))
+        console.print_json(json.dumps([{**asdict(d), "target": targets[d.id]} for d in rows]))
         return
-    table = Table("deployment", "component", "model", "version", "status", "routed", "replicas", "load s")
+    table = Table("deployment", "component", "model", "version", "status", "routed", "target", "replicas", "load s")
     for d in rows:
         table.add_row(d.id, d.component, d.model_name, d.model_version, d.status,
-                      (f"variant {d.variant}" if d.variant else "yes") if d.routed else "",
-                      ", ".join(r.url for r in d.replicas), f"{d.load_time_s:.1f}" if d.load_time_s else "")
+                      (f"variant {d.variant}" if d.variant else "yes") if d.routed else "", targets[d.id],
+                      ", ".join(r.url for r in live[d.id]), f"{d.load_time_s:.1f}" if d.load_time_s else "")
     console.print(table)
 
 

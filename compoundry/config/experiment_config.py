@@ -105,11 +105,25 @@ class Experiment(Strict):
     shadow: Shadow | None = None
     control: str | None = Field(None, description="the variant the others are compared with (default: the first)")
     metric: SuccessMetric = SuccessMetric()
-    min_samples: PositiveInt = Field(100, description="observations each variant needs before a decision")
+    method: Literal["always_valid", "fixed"] = Field(
+        "always_valid", description="always_valid: a mixture SPRT, safe to evaluate at every look (hourly, on "
+                                    "demand); fixed: one fixed-horizon test once every variant has planned_units")
+    planned_units: PositiveInt | None = Field(
+        None, description="units (sticky keys) per variant: fixed — the planned sample size, required; "
+                          "always_valid — where its interval is tightest (default 1000)")
+    cuped: bool = Field(False, description="reduce variance with each unit's pre-experiment value of the metric "
+                                           "(CUPED) where the observations carry one")
+    min_samples: PositiveInt = Field(100, description="units (sticky keys with a metric value) each variant needs "
+                                                      "before a decision")
     max_duration_h: PositiveFloat = Field(168, description="end without a winner after this many hours")
-    alpha: float = Field(0.05, gt=0, lt=0.5, description="significance level (Bonferroni-corrected across "
-                                                         "challengers)")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="type-I error over the whole run, every look included "
+                                                         "(Bonferroni-corrected across challengers)")
     guardrails: Guardrails = Guardrails()
+
+    @property
+    def unit(self) -> str:
+        """The unit of analysis: the unit of assignment (the sticky key)."""
+        return self.sticky_key
 
     @property
     def control_variant(self) -> str:
@@ -142,6 +156,13 @@ class Experiment(Strict):
             known = ", ".join(x.name for x in variants)
             raise ValueError(f"shadow variant {v.variant!r} is not a variant (known: {known})")
         return v
+
+    @model_validator(mode="after")
+    def _fixed_is_planned(self) -> "Experiment":
+        if self.method == "fixed" and self.planned_units is None:
+            raise ValueError("method: fixed needs planned_units (the sample size per variant from a power "
+                             "calculation); or drop method for the always-valid test")
+        return self
 
     @model_validator(mode="after")
     def _control_known(self) -> "Experiment":

@@ -78,6 +78,9 @@ class KubernetesSettings(Strict):
     """How the kubernetes target and ``compoundry k8s render`` shape model pods."""
 
     namespace: str = Field("compoundry", description="namespace the rendered objects go to")
+    route_to: Literal["service", "pods"] = Field(
+        "service", description="where gateways send a deployment's calls: its Service's cluster DNS name, or "
+                               "each ready pod address of the Service's Endpoints (gateway in the pod network)")
     service_account: str = Field("compoundry-model", description="service account of model pods (no API token)")
     mlflow_tracking_uri: ValueRef = Field(
         default_factory=lambda: ValueRef(kind="ConfigMap", name="compoundry-platform", key="MLFLOW_TRACKING_URI"),

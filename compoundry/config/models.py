@@ -42,6 +42,7 @@ KNOWN_FLOWS: tuple[str, ...] = ("registry-poll", "scheduled-warmup", "cost-repor
 
 Engine = Literal["sentence-transformers", "pyfunc", "llm"]
 Mode = Literal["dedicated", "serverless", "auto"]
+Target = Literal["local", "kubernetes", "bentocloud"]
 LatencyClass = Literal["interactive", "batch"]
 
 # --------------------------------------------------------------------------- components.yaml
@@ -162,6 +163,8 @@ class Component(Strict):
     alias: str = Field("champion", description="MLflow alias this component serves", min_length=1)
     engine: Engine
     mode: Mode = "serverless"
+    target: Target | None = Field(None, description="where its replicas run: local | kubernetes | bentocloud; "
+                                                    "null: platform.yaml's target (docs/targets.md)")
     latency_class: LatencyClass = "interactive"
     scaling: Scaling = Scaling()
     timeouts: Timeouts = Timeouts()

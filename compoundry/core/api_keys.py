@@ -18,7 +18,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-SCOPES = ("invoke", "admin")
+SCOPES = ("invoke", "admin", "metrics")  # metrics: read /metrics and nothing else (admin may too)
 PREFIX = "ck"
 
 
@@ -38,6 +38,10 @@ class Principal:
     key_id: str
     tenant: str
     scopes: frozenset[str]
+
+    def may(self, scope: str) -> bool:
+        """Whether this key may use a route that needs ``scope`` (an admin key may also read metrics)."""
+        return scope in self.scopes or (scope == "metrics" and "admin" in self.scopes)
 
 
 def new_key() -> tuple[str, str, str]:

@@ -14,7 +14,12 @@ from dataclasses import dataclass
 from compoundry.config.loader import load_config
 from compoundry.config.models import Config
 from compoundry.config.settings import PlatformSettings
-from compoundry.scaling.targets.local import LocalTarget
+from compoundry.scaling.targets.protocol import ReplicaTarget
+from compoundry.scaling.targets.target_choice import (
+    build_target,
+    deployment_target,
+    target_for,
+)
 from compoundry.store import PlatformStore
 
 
@@ -39,7 +44,14 @@ def store_for(database_url: str) -> PlatformStore:
     return store
 
 
-def local_target() -> LocalTarget:
-    """The local replica target of this flow run's platform."""
+def component_target(component: str) -> ReplicaTarget:
+    """The target a new deployment of ``component`` goes to (its own ``target``, else the platform's)."""
+    ctx = platform_context()
+    return target_for(component, ctx.config, ctx.settings, ctx.store)
+
+
+def running_target(deployment_id: str) -> ReplicaTarget:
+    """The target ``deployment_id`` was started on: it is drained and deleted there, whatever the config says now."""
     settings = PlatformSettings.load()
-    return LocalTarget(settings, store_for(settings.database_url))
+    store = store_for(settings.database_url)
+    return build_target(deployment_target(store, deployment_id), settings, store)

@@ -1,9 +1,12 @@
 """`deploy-model-version`: registry version → running, routed replica.
 
 resolve → check signature → build Bento → [take the component's deploy lease →
-is it still wanted → start replicas → wait ready → smoke prediction → still
-wanted → switch route (blue/green) → set the alias] → drain and stop the old
-deployment → emit an event. A failure at any step
+is it still wanted → roll out on the component's target and wait ready → smoke
+prediction → still wanted → switch route (blue/green) → set the alias] → drain
+and delete the old deployment where it runs → emit an event. Every replica
+action goes through a ``ReplicaTarget`` (local, kubernetes, bentocloud: chosen
+per component, ``scaling/targets/target_choice.py``); this module names none.
+A failure at any step
 fails the flow run with a readable reason and leaves the previous route
 serving: the route switch is the last thing that can fail before traffic moves.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -29,7 +33,7 @@ from compoundry.core.deploy_decisions import (
     MANUAL,
     watched_components,
 )
-from compoundry.flows.context import local_target, platform_context
+from compoundry.flows.context import component_target, platform_context, running_target
 from compoundry.flows.deploy_ordering import (
     Check,
     Ordering,
@@ -47,9 +51,9 @@ from compoundry.gates.evaluation import (
 from compoundry.gates.prefect_artifacts import publish_gate
 from compoundry.registry.demo_models import smoke_input
 from compoundry.registry.model_store import ModelStore, ModelVersionInfo
-from compoundry.scaling.targets.local import Launch, ReplicaFailed, ReplicaHandle
+from compoundry.scaling.targets.protocol import ScalingSpec
+from compoundry.scaling.targets.target_choice import target_name
 from compoundry.store import DeploymentStatus
-from compoundry.store.capacity import CapacityStore
 from compoundry.store.leases import Leases
 from compoundry.store.refresh import propagation_s
 
@@ -119,43 +123,39 @@ def build(engine: str, labels: dict[str, str], bentoml_home: str) -> str:
 
 @task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2,
       task_run_name="start {count} replica(s) of {deployment_id}")
-def start_replicas(deployment_id: str, bento_tag: str, model_uri: str, engine_options: dict,
-                   cold_start_s: float, count: int = 1) -> tuple[list[ReplicaHandle], float]:
-    """Start ``count`` replicas in parallel and wait until all are ready (blue/green: as many as blue runs)."""
-    target = local_target()
-    launches = [Launch(deployment_id, bento_tag, model_uri, engine_options, cold_start_s, i) for i in range(count)]
-    started = target.start_all(launches)
-    failed = [s for s in started if not s.ok]
-    if failed:
-        for ok in (s for s in started if s.ok):
-            target.stop_replica(ok.handle.id, ok.handle.pid, grace_s=2)
-        raise ReplicaFailed(failed[0].error)
-    return [s.handle for s in started], max(s.ready_s for s in started)
+def start_replicas(component: str, deployment_id: str, model_name: str, version: str, model_uri: str,
+                   bento_tag: str, variant: str | None, count: int = 1) -> dict:
+    """Roll the deployment out on the component's target and wait until ``count`` replicas are ready
+    (blue/green: as many as blue runs); the target removes what it started when they are not."""
+    comp = platform_context().config.components[component]
+    spec = replace(ScalingSpec.for_component(deployment_id, component, comp, version, bento_tag, variant=variant),
+                   model_name=model_name, model_uri=model_uri)
+    rollout = component_target(component).deploy(spec, count)
+    return {"urls": list(rollout.urls), "ready_s": rollout.ready_s, "where": rollout.where}
 
 
 def replicas_to_start(store, component: str, variant: str | None, scaling) -> int:
     """As many replicas as the deployment being replaced runs now, within the component's bounds."""
     current = store.routed_deployment(component) if variant is None else next(
         (d for d in store.deployments(component) if d.variant == variant), None)
-    live = len(CapacityStore(store).live_replicas([current.id])[current.id]) if current else 0
+    live = running_target(current.id).replicas(current.id) if current else 0
     return min(max(1, live, scaling.min_replicas), scaling.max_replicas)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, task_run_name="smoke prediction on {replica.id}")
-def smoke_prediction(replica: ReplicaHandle, inputs: dict, timeout_s: float) -> dict:
-    response = httpx.post(f"{replica.url}/invoke", json={"inputs": inputs}, timeout=timeout_s)
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, task_run_name="smoke prediction on {url}")
+def smoke_prediction(url: str, inputs: dict, timeout_s: float) -> dict:
+    response = httpx.post(f"{url}/invoke", json={"inputs": inputs}, timeout=timeout_s)
     if response.status_code != 200:
         raise DeployError(f"smoke prediction failed with HTTP {response.status_code}: {response.text[:500]}")
-    info = httpx.post(f"{replica.url}/info", json={}, timeout=timeout_s).json()
+    info = httpx.post(f"{url}/info", json={}, timeout=timeout_s).json()
     return {"output_preview": str(response.json())[:300], "model_load_s": info.get("model_load_s")}
 
 
 @task(cache_policy=NO_CACHE, task_run_name="drain {deployment_id}")
 def drain_old(deployment_id: str) -> None:
-    """Give every gateway time to read the new route, then stop the old replicas gracefully."""
-    target = local_target()
-    time.sleep(propagation_s(target.settings.config.route_refresh_s))
-    target.stop_deployment(deployment_id, grace_s=30)
+    """Give every gateway time to read the new route, then drain and delete the old deployment where it runs."""
+    time.sleep(propagation_s(platform_context().settings.config.route_refresh_s))
+    running_target(deployment_id).drain_and_delete(deployment_id, grace_s=30)
 
 
 @flow(name="deploy-model-version", flow_run_name="deploy {model_name} v{version}", log_prints=True)
@@ -197,13 +197,14 @@ def deploy_model_version(model_name: str, version: str, component: str | None = 
     with lease:
         superseded = check_intent(order).superseded
         if superseded is None:
-            store.add_deployment(deployment_id, component, model_name, version, comp.engine, flow_run_id=run_id)
+            store.add_deployment(deployment_id, component, model_name, version, comp.engine,
+                                 target=target_name(config, component), flow_run_id=run_id)
             store.update_deployment(deployment_id, bento_tag=bento_tag)
             try:
                 count = replicas_to_start(store, component, variant, comp.scaling)
-                replicas, waited = start_replicas(deployment_id, bento_tag, info.uri, comp.engine_options,
-                                                  comp.timeouts.cold_start_s, count)
-                smoke = smoke_prediction(replicas[0], smoke_input(comp.engine, model_name),
+                rollout = start_replicas(component, deployment_id, model_name, version, info.uri, bento_tag,
+                                         variant, count)
+                smoke = smoke_prediction(rollout["urls"][0], smoke_input(comp.engine, model_name),
                                          comp.timeouts.request_s * 3)
                 store.update_deployment(deployment_id, load_time_s=smoke["model_load_s"])
                 check = check_intent(order)
@@ -228,7 +229,8 @@ def deploy_model_version(model_name: str, version: str, component: str | None = 
     result = {
         "component": component, "variant": variant, "deployment": deployment_id, "model": model_name,
         "version": version, "intent": intent, "alias": alias_moved,
-        "bento": bento_tag, "replica": replicas[0].url, "replicas": len(replicas), "replica_ready_s": round(waited, 2),
+        "bento": bento_tag, "where": rollout["where"], "replica": rollout["urls"][0],
+        "replicas": len(rollout["urls"]), "replica_ready_s": round(rollout["ready_s"], 2),
         "model_load_s": smoke["model_load_s"], "replaced": previous, "source": source,
         "total_s": round(time.monotonic() - started, 2), "signature": signature, "evaluation_gate": gate,
     }
@@ -243,7 +245,7 @@ def deploy_model_version(model_name: str, version: str, component: str | None = 
     create_markdown_artifact(key=f"deploy-{component}", markdown=_summary(result),
                              description=f"{component} now serves {model_name} v{version}")
     logger.info("%s%s serves %s v%s from %s", component, f" (variant {variant})" if variant else "", model_name,
-                version, replicas[0].url)
+                version, rollout["urls"][0])
     return result
 
 
@@ -269,7 +271,7 @@ def _move_alias(order: Ordering, check: Check) -> str:
 def _abandon(store, deployment_id: str, status: DeploymentStatus, reason: str) -> None:
     """Stop a deployment that will not be routed and say why (the previous route keeps serving)."""
     store.update_deployment(deployment_id, status=status, error=reason[:2000])
-    local_target().stop_deployment(deployment_id, grace_s=2)
+    running_target(deployment_id).drain_and_delete(deployment_id, grace_s=2)
     store.update_deployment(deployment_id, status=status)
 
 

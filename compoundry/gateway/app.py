@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from compoundry.config.loader import load_config
 from compoundry.config.models import Config
@@ -256,10 +256,9 @@ def _add_probe_routes(app: FastAPI) -> None:
             return {"error": {"code": "not_ready", "message": "routes not loaded yet", "last_error": table.last_error}}
         return {"status": "ready", "components": len(table.routes), "last_refresh_error": table.last_error}
 
-    @app.get("/metrics", tags=["probes"], summary="Prometheus metrics (admin scope)")
+    @app.get("/metrics", tags=["probes"], summary="Prometheus metrics (metrics or admin scope)")
     async def prometheus_metrics(request: Request):
-        registry = request.app.state.metrics.registry
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/scaling", tags=["routes"], summary="Replicas per deployment, warm-up floors, recent scaling")
     async def scaling_state(request: Request):

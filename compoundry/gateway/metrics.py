@@ -5,14 +5,29 @@ dispatcher's call record); everything that is state (in-flight requests,
 breaker state, ready replicas, metering backlog) is read at scrape time by a
 collector, so the request path pays nothing for it. Each app has its own
 registry, so several gateways in one test process do not collide.
+
+With several worker processes (``gateway.workers`` > 1) a scrape reaches one of them, so counters and
+histograms live in prometheus_client's multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, set by the gateway
+process for its workers) and every scrape sums all workers; the live-state gauges are the answering worker's
+(ready replicas and breakers agree across workers; in-flight counts are that worker's share).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from compoundry.gateway.calls import CallRecord
 
@@ -23,6 +38,10 @@ BREAKER_STATES = ("closed", "half_open", "open")
 class GatewayMetrics:
     def __init__(self, components: Callable[[], dict]):
         self.registry = CollectorRegistry()
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # prometheus_client's own variable
+        self._state: _StateCollector | None = None
+        for standard in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):  # memory, CPU, fds, GC pauses
+            self.registry.register(standard)
         self.components = components
         self._children: dict[tuple[str, str, str, str], tuple] = {}  # label values -> (counter, histogram)
         self.calls = Counter("compoundry_component_calls", "Component calls by outcome",
@@ -32,6 +51,8 @@ class GatewayMetrics:
                                  registry=self.registry)
         self.cold_start = Histogram("compoundry_cold_start_hold_seconds", "Time requests were held for a cold "
                                     "start", ["component"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.tokens = Counter("compoundry_tokens", "Tokens of llm calls, as the replica or endpoint reported them",
+                              ["component", "kind"], registry=self.registry)
         self.pipelines = Counter("compoundry_pipeline_requests", "Pipeline requests by status",
                                  ["pipeline", "status"], registry=self.registry)
         self.pipeline_latency = Histogram("compoundry_pipeline_seconds", "Pipeline latency", ["pipeline"],
@@ -51,6 +72,9 @@ class GatewayMetrics:
         children[1].observe((call.cold_start_ms + call.compute_ms) / 1000)
         if call.cold_start_ms:
             self.cold_start.labels(call.component).observe(call.cold_start_ms / 1000)
+        if call.prompt_tokens or call.completion_tokens:
+            self.tokens.labels(call.component, "prompt").inc(call.prompt_tokens)
+            self.tokens.labels(call.component, "completion").inc(call.completion_tokens)
 
     def on_pipeline(self, pipeline: str, status: str, total_ms: float) -> None:
         self.pipelines.labels(pipeline, status).inc()
@@ -62,7 +86,19 @@ class GatewayMetrics:
     def watch_state(self, routes, load, breakers, sink=None) -> None:
         """Register the scrape-time collector over live state: the route table, the load board, the breakers
         and the metering sink."""
-        self.registry.register(_StateCollector(routes, load, breakers, sink))
+        self._state = _StateCollector(routes, load, breakers, sink)
+        self.registry.register(self._state)
+
+    def exposition(self) -> bytes:
+        """What ``GET /metrics`` answers: this process's registry, or every worker's counters and histograms
+        summed from the multiprocess files beside this worker's live state."""
+        if not self.multiprocess_dir:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.multiprocess_dir)
+        if self._state is not None:
+            registry.register(self._state)
+        return generate_latest(registry)
 
 
 class _StateCollector:
@@ -89,8 +125,10 @@ class _StateCollector:
         yield breaker
         if self.sink is not None:
             stats = self.sink.stats()
-            backlog = GaugeMetricFamily("compoundry_metering_records", "Metering sink counters",
-                                        labels=["kind"])
-            for kind in ("written", "dropped", "pending"):
-                backlog.add_metric([kind], float(getattr(stats, kind)))
-            yield backlog
+            yield CounterMetricFamily("compoundry_metering_records_written", "Metering records written to the "
+                                      "platform database", value=float(stats.written))
+            yield CounterMetricFamily("compoundry_metering_records_dropped", "Metering records dropped (the "
+                                      "buffer was full; they stay in the spool for the next start)",
+                                      value=float(stats.dropped))
+            yield GaugeMetricFamily("compoundry_metering_records_pending", "Metering records waiting to be written",
+                                    value=float(stats.pending))

@@ -1,7 +1,8 @@
 """Who may call what, and how big a request may be: one pure ASGI middleware.
 
 Scopes by path (``ROUTE_SCOPES``): predictions need ``invoke``; the control API
-and the route table (it shows internal replica URLs) need ``admin``; probes,
+and the route table (it shows internal replica URLs) need ``admin``; ``/metrics``
+needs ``metrics`` (a scraper's key that can move nothing) or ``admin``; probes,
 the OpenAPI docs and the MLflow webhook (authenticated by its own HMAC
 signature, since MLflow cannot send an API key) are open. The caller's
 principal (key id, tenant) is put in the request state for attribution.
@@ -21,7 +22,7 @@ from compoundry.core.api_keys import KeyRing, bearer_token
 from compoundry.gateway.errors import GatewayError, error_response
 
 OPEN_PATHS = ("/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/control/webhooks/mlflow")
-ROUTE_SCOPES = (("/control/", "admin"), ("/v1/routes", "admin"), ("/v1/scaling", "admin"), ("/metrics", "admin"),
+ROUTE_SCOPES = (("/control/", "admin"), ("/v1/routes", "admin"), ("/v1/scaling", "admin"), ("/metrics", "metrics"),
                 ("/v1/", "invoke"))
 
 
@@ -93,7 +94,7 @@ class Security:
         if principal is None:
             return Unauthorized("a valid API key is required: Authorization: Bearer <key> "
                                 "(create one with `compoundry keys create`)")
-        if scope_needed not in principal.scopes:
+        if not principal.may(scope_needed):
             return Forbidden(f"this key lacks the {scope_needed!r} scope", {"key_id": principal.key_id})
         scope.setdefault("state", {})["principal"] = principal
         return None

@@ -16,9 +16,11 @@ import ctypes
 import gc
 import logging
 import os
+import shutil
 import signal
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import uvicorn
 from opentelemetry import trace
@@ -108,6 +110,30 @@ def _die_with_parent() -> None:
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+def _metrics_dir(state_dir: Path) -> Path:
+    """A fresh folder for this gateway's workers' metric files (a scrape sums them, gateway/metrics.py);
+    the folders of gateways no longer running go, those of others on the same state folder stay."""
+    root = state_dir / "prometheus"
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.iterdir():
+        if not old.name.isdigit() or not _alive(int(old.name)):
+            shutil.rmtree(old, ignore_errors=True)
+    mine = root / str(os.getpid())
+    shutil.rmtree(mine, ignore_errors=True)
+    mine.mkdir()
+    return mine
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per replica call is noise, and costs time
@@ -125,6 +151,7 @@ def main() -> int:
               "access_log": False, "loop": "auto", "http": "auto"}  # "auto": uvloop and httptools when importable
     if settings.gateway_workers > 1:  # uvicorn's own supervisor: one socket, workers restarted if they die
         store.close()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir(settings.state_dir))  # workers inherit it
         uvicorn.run("compoundry.platform.gateway_process:create_app_in_worker", factory=True,
                     workers=settings.gateway_workers, **server)
         return 0

@@ -32,6 +32,7 @@ from compoundry.host.processes import (
 )
 from compoundry.platform.post_start import POST_START_HOOKS, PostStartHook
 from compoundry.platform.services import ServiceSpec, platform_services
+from compoundry.scaling.targets.target_choice import remote_deployments
 from compoundry.store import DeploymentStatus, PlatformStore
 
 #: progress(name, event, detail); events: running, starting, healthy, failed, stale, stopping, stopped,
@@ -274,7 +275,8 @@ class Supervisor:
         progress(spec.name, "stopped", "")
 
     def _stop_replicas(self, progress: Progress) -> None:
-        """Replicas are started by flows, not by us; the platform DB records their pids."""
+        """Replicas are started by flows, not by us; the platform DB records their pids. Kubernetes and
+        BentoCloud deployments keep running (and routed) while the platform is down."""
         store = self._open_store(progress)
         if store is None:
             return
@@ -285,7 +287,8 @@ class Supervisor:
             progress(f"replica {replica.id}", "stopped", "")
 
         try:
-            replicas = [r for d in store.deployments() for r in d.replicas]
+            remote = remote_deployments(store)  # not ours to stop: `compoundry down --delete-remote` deletes them
+            replicas = [r for d in store.deployments() if d.id not in remote for r in d.replicas]
             running = [r for r in replicas if r.pid and _is_replica(r.pid)]
             if running:  # in parallel: each may take its full grace period to drain
                 with ThreadPoolExecutor(max_workers=min(8, len(running))) as pool:

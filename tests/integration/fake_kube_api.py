@@ -43,7 +43,7 @@ from tests.integration.stub_backend import free_port
 
 PATH = re.compile(r"^/(api/v1|apis/[^/]+/[^/]+)/namespaces/([^/]+)/([^/]+)(?:/([^/]+))?$")
 KINDS = {"deployments": "Deployment", "services": "Service", "horizontalpodautoscalers": "HorizontalPodAutoscaler",
-         "poddisruptionbudgets": "PodDisruptionBudget", "pods": "Pod"}
+         "poddisruptionbudgets": "PodDisruptionBudget", "pods": "Pod", "endpoints": "Endpoints"}
 APPLY = "application/apply-patch+yaml"
 IDENTITY = {("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "namespace")}
 
@@ -158,6 +158,17 @@ class FakeKubeAPI:
         key = (prefix, namespace, plural, name)
         self.objects[key] = self._stamp(merge_patch(self.objects[key], patch))
         self.owners.setdefault(key, {}).setdefault(manager, set()).update(leaves(patch))
+
+    def set_status(self, prefix: str, namespace: str, plural: str, name: str, status: dict) -> None:
+        """Write an object's status as its controller does (the status subresource: no new generation)."""
+        obj = self.objects[(prefix, namespace, plural, name)]
+        obj["status"] = copy.deepcopy(status)
+        obj["metadata"]["resourceVersion"] = str(next(self._versions))
+
+    def drop(self, prefix: str, namespace: str, plural: str, name: str) -> None:
+        """Remove an object as its controller would (a pod gone, an Endpoints object emptied)."""
+        self.objects.pop((prefix, namespace, plural, name), None)
+        self.owners.pop((prefix, namespace, plural, name), None)
 
     def fail_next(self, method: str, plural: str, code: int, reason: str, message: str) -> None:
         self.faults.append(Fault(method, plural, code, reason, message))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from compoundry.store import PlatformStore
+from compoundry.store.api_key_store import ApiKeys
 from tests.integration.gateway_fixture import route, wait_for
 
 pytestmark = pytest.mark.integration
@@ -251,9 +252,14 @@ def test_prometheus_metrics_show_calls_breakers_and_replicas(gateway, gw):
     assert 'compoundry_pipeline_requests_total{pipeline="fanout",status="ok"}' in text
     assert 'compoundry_ready_replicas{component="slow",deployment="slow-v1"} 1.0' in text
     assert 'compoundry_breaker_state{deployment="echo-v1",state="closed"} 1.0' in text
-    assert 'compoundry_metering_records{kind="written"}' in text
+    assert "compoundry_metering_records_written_total " in text and "compoundry_metering_records_pending " in text
+    assert "process_resident_memory_bytes " in text and "python_gc_collections_total" in text
     app_only = {"Authorization": f"Bearer {gw.keys['invoke']}"}
-    assert gateway.get("/metrics", headers=app_only).status_code == 403  # admin scope
+    assert gateway.get("/metrics", headers=app_only).status_code == 403  # the metrics (or admin) scope
+    _, scraper = ApiKeys(gw.store).create("ops", ["metrics"])
+    wait_for(lambda: gateway.get("/metrics", headers={"Authorization": f"Bearer {scraper}"}).status_code == 200,
+             timeout_s=5, what="the scraper's key")
+    assert gateway.get("/v1/routes", headers={"Authorization": f"Bearer {scraper}"}).status_code == 403
 
 
 def test_serverless_mode_calls_the_external_openai_endpoint(gateway):

@@ -1,8 +1,8 @@
 """`gateway.workers`: several gateway processes behind the one gateway port, as `compoundry up` starts them.
 
 Real worker processes (uvicorn's supervisor), real HTTP: calls are answered by more than one worker, exactly
-one leads the autoscaler and `/v1/scaling` answers the same from any of them, a killed worker is replaced,
-and no worker outlives its supervisor.
+one leads the autoscaler and `/v1/scaling` answers the same from any of them, `/metrics` counts every
+worker's calls, a killed worker is replaced, and no worker outlives its supervisor.
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ def _fresh(gw, method: str, path: str, **kwargs) -> httpx.Response:
     return httpx.request(method, gw.url + path, headers=dict(gw.client.headers), timeout=10, **kwargs)
 
 
+def _calls_counted(exposition: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines()
+               if line.startswith('compoundry_component_calls_total{component="embed"'))
+
+
 def _pid(gateway: str) -> int:
     return int(gateway.split(":")[1])
 
@@ -43,6 +48,8 @@ def test_workers_share_the_port_one_leads_and_none_outlives_the_supervisor(tmp_p
             assert _fresh(gw, "POST", "/v1/components/embed", json={"inputs": {"delay_ms": 1}}).status_code == 200
             answered_by.add(_fresh(gw, "GET", "/v1/scaling").json()["gateway"])
         assert len(answered_by) == 2, answered_by  # both workers serve the one port
+        counted = {_calls_counted(_fresh(gw, "GET", "/metrics").text) for _ in range(6)}
+        assert counted == {60.0}, counted  # whichever worker answers the scrape counts every worker's calls
         assert leases.holder("autoscaler") in answered_by  # one of them leads...
         follower_view = wait_for(lambda: next((v for v in (_fresh(gw, "GET", "/v1/scaling").json() for _ in range(10))
                                                if not v["leader"]), None), timeout_s=30, what="a follower's answer")

@@ -5,6 +5,7 @@ import pytest
 from compoundry.core.api_keys import (
     KeyRecord,
     KeyRing,
+    Principal,
     bearer_token,
     digest,
     new_key,
@@ -49,7 +50,7 @@ def test_parse_and_bearer_token():
 @pytest.mark.parametrize(("path", "scope"), [
     ("/healthz", None), ("/readyz", None), ("/openapi.json", None), ("/docs", None),
     ("/control/webhooks/mlflow", None), ("/control/deployments", "admin"), ("/v1/routes", "admin"),
-    ("/metrics", "admin"), ("/v1/components/x", "invoke"), ("/v1/chat/completions", "invoke"),
+    ("/metrics", "metrics"), ("/v1/components/x", "invoke"), ("/v1/chat/completions", "invoke"),
     ("/v1/models", "invoke"), ("/anything-else", "invoke"),
 ])
 def test_paths_need_their_scope(path, scope):
@@ -69,3 +70,10 @@ def test_up_keeps_the_admin_key_in_a_private_file_and_never_says_it(tmp_path, mo
     assert key.split("_", 2)[2] not in said and key.split("_")[1] in said
     assert oct(settings.admin_key_file.stat().st_mode & 0o777) == "0o600"
     assert oct(settings.state_dir.stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_metrics_key_reads_metrics_only_and_an_admin_key_may_too():
+    scraper = Principal("k1", "ops", frozenset({"metrics"}))
+    admin = Principal("k2", "ops", frozenset({"admin"}))
+    assert scraper.may("metrics") and not scraper.may("admin") and not scraper.may("invoke")
+    assert admin.may("metrics") and admin.may("admin") and not admin.may("invoke")

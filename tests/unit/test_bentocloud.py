@@ -150,7 +150,8 @@ class FakeDeployments:
         self._record("get", name=name, cluster=cluster)
         if name not in self.live:
             raise NotFound(f"Deployment {name} is not found")
-        return SimpleNamespace(name=name, get_status=lambda refetch=True: SimpleNamespace(status=self.status))
+        return SimpleNamespace(name=name, get_status=lambda refetch=True: SimpleNamespace(status=self.status),
+                               get_endpoint_urls=lambda refetch=True: [f"https://{name}.example.bentoml.ai"])
 
     def create(self, config_dict=None):
         self._record("create", config_dict=config_dict)
@@ -244,3 +245,31 @@ def test_remove_terminates_then_deletes(fake):
     fake.calls.clear()
     target.remove(BASE.deployment_id)  # already gone
     assert [fn for fn, _ in fake.calls] == ["get"]
+
+
+def test_deploy_waits_for_running_routes_to_its_endpoint_and_deletes_when_drained(fake, tmp_path):
+    from compoundry.store import PlatformStore
+    from compoundry.store.capacity import CapacityStore
+
+    store = PlatformStore(f"sqlite:///{tmp_path / 'platform.db'}")
+    store.create_schema()
+    store.add_deployment(BASE.deployment_id, BASE.component, BASE.model_name, "3", BASE.engine, target="bentocloud")
+    statuses = iter(["image-building", "deploying", "running"])
+    fake.status = next(statuses)
+    target = BentoCloudTarget(fake, cluster="aws-us-1", store=store, poll_s=0)
+    real_get = fake.get
+
+    def advancing_get(name, cluster=None):  # each look at the status finds it one step further
+        found = real_get(name, cluster)
+        fake.status = next(statuses, fake.status)
+        return found
+
+    fake.get = advancing_get
+    rollout = target.deploy(BASE, replicas=1)
+    assert rollout.urls == ("https://embedder-v3-1a2b3c.example.bentoml.ai",)
+    (row,) = CapacityStore(store).live_replicas([BASE.deployment_id])[BASE.deployment_id]
+    assert row.status == "ready"
+    target.drain_and_delete(BASE.deployment_id, grace_s=1)
+    assert [fn for fn, _ in fake.calls][-2:] == ["terminate", "delete"]
+    assert CapacityStore(store).live_replicas([BASE.deployment_id])[BASE.deployment_id] == []
+    assert store.deployment(BASE.deployment_id).status == "stopped"

@@ -224,7 +224,7 @@ def test_mlflow_accepts_the_host_name_the_platform_calls_it_by(compose, monkeypa
 
 
 # --- replicas: bound on every interface, advertised by the compose name of the container that started them --
-#: the services whose code starts local replicas: deploy flow runs (flows/context.py::local_target)
+#: the services whose code starts local replicas: deploy flow runs (flows/context.py::component_target)
 #: and the gateway's autoscaler (scaling/autoscaler_factory.py)
 REPLICA_STARTERS = ("flows", "gateway")
 

@@ -131,7 +131,10 @@ def test_a_metered_latency_metric_is_minimised():
     fast = VariantObservations("challenger", 100, 0, (50.0,) * 100, tuple(50.0 + i % 5 for i in range(100)))
     slow = VariantObservations("champion", 100, 0, (80.0,) * 100, tuple(80.0 + i % 5 for i in range(100)))
     d = decide(exp, {"champion": slow, "challenger": fast}, 1)
-    assert d.action == "promote" and d.comparisons[0].test == "Welch's t-test"
+    assert d.action == "promote" and d.comparisons[0].test.startswith("mSPRT") and d.method == "always_valid"
+    fixed = decide(_experiment(metric={"source": "metered", "name": "latency_ms"}, method="fixed", planned_units=100,
+                               sticky_key="request"), {"champion": slow, "challenger": fast}, 1)
+    assert fixed.action == "promote" and fixed.comparisons[0].test == "Welch's t-test"
 
 
 def test_config_rejects_an_unknown_control_or_metered_metric():

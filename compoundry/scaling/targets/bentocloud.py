@@ -13,6 +13,8 @@ never run against a BentoCloud account here (docs/targets.md).
 from __future__ import annotations
 
 import copy
+import hashlib
+import time
 from typing import Any
 
 from compoundry.scaling.targets.kubernetes import (
@@ -21,7 +23,8 @@ from compoundry.scaling.targets.kubernetes import (
     replica_floor,
     resource_name,
 )
-from compoundry.scaling.targets.protocol import ScalingSpec
+from compoundry.scaling.targets.protocol import ReplicaFailed, Rollout, ScalingSpec
+from compoundry.store import DeploymentStatus
 
 #: the entry Service of each engine's Bento: ``@bentoml.service(name=...)`` in bentos/*/service.py
 SERVICE_NAMES = {"sentence-transformers": "compoundry-embedding", "llm": "compoundry-llm",
@@ -145,7 +148,9 @@ class BentoCloudTarget:
 
     name = "bentocloud"
 
-    def __init__(self, deployments=None, cluster: str | None = None, list_pods=None, **render_options: Any):
+    def __init__(self, deployments=None, cluster: str | None = None, list_pods=None, store=None,
+                 poll_s: float = 10.0, **render_options: Any):
+        """``store``: the platform database, for the deploy flow's rows (the autoscaler needs none)."""
         if deployments is None:
             import bentoml
 
@@ -154,6 +159,7 @@ class BentoCloudTarget:
         self.cluster = cluster
         self.list_pods = list_pods or _list_pods
         self.render_options = render_options  # service_name, access_authorization, instance_type
+        self.store, self.poll_s = store, poll_s
 
     def apply(self, spec: ScalingSpec) -> None:
         """Create, or update (BentoML merges the update into the live config, so settings made in the
@@ -197,6 +203,37 @@ class BentoCloudTarget:
             return
         self.deployments.terminate(name=name, cluster=self.cluster, wait=True)
         self.deployments.delete(name=name, cluster=self.cluster)
+
+    # --- the deploy flow (ReplicaTarget) ----------------------------------------------------------------
+    def deploy(self, spec: ScalingSpec, replicas: int) -> Rollout:
+        """Create or update, raise the floor to ``replicas`` when higher, wait until BentoCloud says
+        ``running``; its endpoint URLs become the deployment's READY rows."""
+        started, name = time.monotonic(), deployment_name(spec.deployment_id)
+        self.apply(spec)
+        if replicas > replica_floor(spec):
+            self.set_replicas(spec, replicas)
+        while (status := self._get(name).get_status(refetch=True).status) != "running":
+            if time.monotonic() - started > spec.cold_start_s:
+                self.remove(spec.deployment_id)
+                raise ReplicaFailed(f"bentocloud {name} not running after {spec.cold_start_s:.0f}s: {status}")
+            time.sleep(self.poll_s)
+        urls = tuple(self._get(name).get_endpoint_urls(refetch=True))
+        for url in urls:
+            row = f"{spec.deployment_id}-{hashlib.sha1(url.encode()).hexdigest()[:8]}"
+            self.store.add_replica(row, spec.deployment_id, url, pid=None, status=DeploymentStatus.READY)
+        return Rollout(urls, time.monotonic() - started, self.where(spec.deployment_id))
+
+    def drain_and_delete(self, deployment_id: str, grace_s: float) -> None:
+        """Rows out of routing, then terminate and delete (BentoCloud drains its replicas)."""
+        view = self.store.deployment(deployment_id) if self.store is not None else None
+        for row in view.replicas if view else ():
+            self.store.set_replica_status(row.id, DeploymentStatus.STOPPED)
+        self.remove(deployment_id)
+        if view is not None:
+            self.store.update_deployment(deployment_id, status=DeploymentStatus.STOPPED)
+
+    def where(self, deployment_id: str) -> str:
+        return f"bentocloud {self.cluster or 'default'}/{deployment_name(deployment_id)}"
 
     def _get(self, name: str):
         from bentoml.exceptions import NotFound

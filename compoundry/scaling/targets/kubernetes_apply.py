@@ -101,6 +101,7 @@ class KubernetesTarget:
             "PodDisruptionBudget": _Kind("PodDisruptionBudget", client.PolicyV1Api(self.api_client),
                                          "pod_disruption_budget", ns),
             "KnativeService": _Kind("knative Service", client.CustomObjectsApi(self.api_client), None, ns),
+            "Endpoints": _Kind("Endpoints", self._core, "endpoints", ns),  # read only: the controller writes them
         }
 
     def render(self, spec: ScalingSpec) -> list[dict]:

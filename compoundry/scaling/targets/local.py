@@ -43,16 +43,13 @@ from compoundry.host.processes import (
     reap,
     stop_process_group,
 )
-from compoundry.scaling.targets.protocol import ScalingSpec
+from compoundry.scaling.targets.protocol import ReplicaFailed, Rollout, ScalingSpec
 from compoundry.store import DeploymentStatus, PlatformStore
 from compoundry.store.capacity import CapacityStore, ReplicaRow
+from compoundry.store.tables import Deployment
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 30.0
-
-
-class ReplicaFailed(RuntimeError):
-    """A replica exited or never became ready; the message carries its log tail."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +135,26 @@ class LocalTarget:
 
     def remove(self, deployment_id: str) -> None:
         self.stop_deployment(deployment_id, grace_s=STOP_GRACE_S)
+
+    # --- the ReplicaTarget protocol (the deploy flow) ----------------------------------------
+    def deploy(self, spec: ScalingSpec, replicas: int) -> Rollout:
+        """Start ``replicas`` replicas of the Bento ``spec.image`` in parallel; all ready, or none left running."""
+        launches = [Launch(spec.deployment_id, spec.image, spec.model_uri, spec.engine_options, spec.cold_start_s, i)
+                    for i in range(max(1, replicas))]
+        started = self.start_all(launches)
+        failed = [s for s in started if not s.ok]
+        if failed:
+            for ok in (s for s in started if s.ok):
+                self.stop_replica(ok.handle.id, ok.handle.pid, grace_s=2)
+            raise ReplicaFailed(failed[0].error)
+        return Rollout(tuple(s.handle.url for s in started), max(s.ready_s for s in started), self.name)
+
+    def drain_and_delete(self, deployment_id: str, grace_s: float) -> None:
+        """SIGTERM each replica (BentoML finishes what it has), SIGKILL after ``grace_s``."""
+        self.stop_deployment(deployment_id, grace_s=grace_s)
+
+    def where(self, deployment_id: str) -> str:
+        return f"local ({len(self.live(deployment_id))} process(es))"
 
     # --- starting ------------------------------------------------------------------------------
     def start_all(self, launches: list[Launch]) -> list[Started]:
@@ -277,17 +294,20 @@ class LocalTarget:
 
 
 def restore_routed_replicas(settings) -> list[str]:
-    """After a restart, start again one replica of every routed deployment whose processes are gone.
+    """After a restart, start again one replica of every routed local deployment whose processes are gone.
 
-    Routes survive in the database; their processes do not. Returns the ids of
-    the replicas that came back.
+    Routes survive in the database; their processes do not. Kubernetes and BentoCloud deployments never
+    stopped (``compoundry down`` leaves them), so they are not touched. Returns the ids of the replicas
+    that came back.
     """
     store = PlatformStore(settings.database_url)
     store.create_schema()
     target = LocalTarget(settings, store)
     config = load_config(settings.config_dir)
     launches = []
-    for view in (d for d in store.deployments() if d.routed):  # serving and experiment-variant routes
+    with store.session() as s:  # remote deployments keep running while the platform is down: not ours to start
+        remote = {row.id for row in s.query(Deployment).filter(Deployment.target != "local")}
+    for view in (d for d in store.deployments() if d.routed and d.id not in remote):  # serving and variant routes
         if any(pid_alive(r.pid) for r in view.replicas if r.pid):
             continue
         for r in view.replicas:

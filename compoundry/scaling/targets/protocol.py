@@ -1,4 +1,8 @@
-"""What every scaler target is given: one variant deployment and its scaling bounds.
+"""What every target is given (one variant deployment and its scaling bounds) and what it must do.
+
+Two protocols: :class:`ScalerTarget` is what the gateway's autoscaler calls (counts locally, floors
+remotely); :class:`ReplicaTarget` adds what the deploy flow calls (roll out and wait ready, drain and
+delete), so ``flows/deploy.py`` never names a concrete target (docs/decisions/0041).
 
 The policy (``compoundry.core.autoscaling.replica_policy``) decides replica counts; a target
 turns a :class:`ScalingSpec` into running capacity on its platform: local
@@ -50,6 +54,19 @@ class ScalingSpec:
         )
 
 
+class ReplicaFailed(RuntimeError):
+    """Replicas exited or never became ready; the message says why (a log tail, or the rollout's status)."""
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A deployment whose replicas are ready: the URLs the gateway routes to (already READY in the store)."""
+
+    urls: tuple[str, ...]
+    ready_s: float  # seconds from start until the last of them was ready
+    where: str  # where it runs, for people: "local", "kubernetes compoundry/embedder-v3-1a2b3c", ...
+
+
 class ScalerTarget(Protocol):
     """One place capacity runs. ``local`` is the embedded default; the others render and apply manifests."""
 
@@ -74,3 +91,18 @@ class ScalerTarget(Protocol):
 
     def remove(self, deployment_id: str) -> None:
         """Drain and delete the deployment."""
+
+
+class ReplicaTarget(ScalerTarget, Protocol):
+    """A :class:`ScalerTarget` the deploy flow can roll out to. One adapter per external system."""
+
+    def deploy(self, spec: ScalingSpec, replicas: int) -> Rollout:
+        """Start ``replicas`` replicas (at least the spec's floor) and block until they are ready and
+        written READY in the store, within ``spec.cold_start_s``. Raises :class:`ReplicaFailed`, having
+        removed what it started."""
+
+    def drain_and_delete(self, deployment_id: str, grace_s: float) -> None:
+        """Out of routing, let in-flight calls finish within ``grace_s``, then delete what runs it."""
+
+    def where(self, deployment_id: str) -> str:
+        """Where the deployment runs, for `compoundry deployments`."""
