@@ -9,6 +9,7 @@ machine, timing trace generation + all policies. Writes
 and its charts.
 
     python bench/sim.py [--days 30] [--workers 2] [--report]
+    python bench/sim.py --serverless-variants   # hybrid under other serverless backends (ADR 0042)
 """
 
 from __future__ import annotations
@@ -59,6 +60,35 @@ def measure(days: float, workers: int) -> tuple[dict, object, object, list]:
     return result, scenario, trace, outcomes
 
 
+SERVERLESS_VARIANTS = {  # name -> (overrides of every component's models.serverless, and of the LLM's only)
+    "always warm, unlimited (before ADR 0042)": ({"cold_start_s": 0.0, "concurrency_limit": None}, {}),
+    "cold starts only (5 s), unlimited": ({"concurrency_limit": None}, {}),
+    "defaults: 5 s cold start, 200 in flight": ({}, {}),
+    "limit 1,000 in flight": ({"concurrency_limit": 1000}, {}),
+    "defaults, LLM endpoint cold start 60 s": ({}, {"cold_start_s": 60.0}),
+}
+
+
+def serverless_variants(days: float, llm: str = "dialogue-llm") -> list[dict]:
+    """``hybrid`` on the same trace under each backend of ``SERVERLESS_VARIANTS``."""
+    from compoundry.sim.run import run_policy
+
+    base = study_scenario(days=days)
+    trace = generate(base.traffic, base.tick_s)
+    rows = []
+    for name, (every, only_llm) in SERVERLESS_VARIANTS.items():
+        models = {c: m.model_copy(update={"serverless": m.serverless.model_copy(
+            update={**every, **(only_llm if c == llm else {})})}) for c, m in base.models.items()}
+        outcome = run_policy(base.model_copy(update={"models": models}), trace, "hybrid")
+        agent = outcome.pipelines[base.traffic.pipeline]
+        rows.append({"backend": name, "cost": round(outcome.cost, 2), "within_slo": agent.within_slo,
+                     "median_p95_s": agent.median_p95_s, "worst_p95_s": agent.worst_p95_s,
+                     "cold_calls": sum(c.serverless_cold_calls for c in outcome.components.values()),
+                     "throttled_calls": sum(c.throttled_calls for c in outcome.components.values())})
+        print(f"  {name}: {100 * agent.within_slo:.2f}% within SLO, worst P95 {agent.worst_p95_s:,.1f} s", flush=True)
+    return rows
+
+
 def write_doc(r: dict) -> None:
     rows = "\n".join(f"| {p} | {r['policy_s'][p]:.1f} | {100 * r['within_slo'][p]:.2f}% | {r['cost'][p]:,.0f} |"
                      for p in r["policies"])
@@ -83,7 +113,13 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=30)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--report", action="store_true", help="also write docs/simulation/report.md and charts")
+    parser.add_argument("--serverless-variants", action="store_true",
+                        help="only: hybrid under other serverless backends -> bench/results/sim_serverless.json")
     args = parser.parse_args()
+    if args.serverless_variants:
+        rows = serverless_variants(args.days)
+        (RESULT.parent / "sim_serverless.json").write_text(json.dumps(rows, indent=1) + "\n")
+        return
     result, scenario, trace, outcomes = measure(args.days, args.workers)
     print(json.dumps({k: v for k, v in result.items() if k not in ("policy_s",)}, indent=2))
     RESULT.parent.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,7 @@ class CallRecord:
     completion_tokens: int = 0
     variant: str | None = None  # the experiment variant that answered, else the component's serving alias
     shadow: bool = False  # a mirrored copy whose answer nobody saw
+    unit_key: str | None = None  # an experiment's sticky key for this call (per-session/user analysis)
 
 
 LATENCY_CLASSES = ("interactive", "batch")

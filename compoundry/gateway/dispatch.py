@@ -101,7 +101,7 @@ class Dispatcher:
         """
         config = self._config(component)
         started = self.clock()
-        route, attempts, held_ms, variant = None, 0, 0.0, config.alias
+        route, attempts, held_ms, variant, unit_key = None, 0, 0.0, config.alias, None
         try:
             check_limits(component, config.limits, inputs)
             external = self._external_if_chosen(component, config)
@@ -111,13 +111,15 @@ class Dispatcher:
             else:
                 assignment = self._assign(component, ctx)
                 route, variant = await self._ready_route(component, config, ctx, assignment.variant)
+                unit_key = assignment.unit_key
                 held_ms = (self.clock() - started) * 1000
                 self._mirror(component, config, assignment.shadow, inputs, ctx, path)
                 output, attempts = await self._call_route(route, config, inputs, timeout_s, ctx, path)
         except GatewayError as exc:
-            self._record(ctx, component, route, exc.code, attempts, started, variant=variant)
+            self._record(ctx, component, route, exc.code, attempts, started, variant=variant, unit_key=unit_key)
             raise
-        self._record(ctx, component, route, "ok", attempts, started, held_ms, token_usage(output), variant=variant)
+        self._record(ctx, component, route, "ok", attempts, started, held_ms, token_usage(output), variant=variant,
+                     unit_key=unit_key)
         return ComponentReply(output, route.deployment_id, route.model_version, variant)
 
     # --- A/B and shadow: which variant answers, which one gets a mirrored copy ------------
@@ -360,14 +362,14 @@ class Dispatcher:
     # --- observability ---------------------------------------------------------------
     def _record(self, ctx: CallContext, component: str, route: RouteView | None, outcome: str, attempts: int,
                 started: float, held_ms: float = 0.0, usage: tuple[int, int] = (0, 0), *,
-                variant: str | None = None, shadow: bool = False) -> None:
+                variant: str | None = None, shadow: bool = False, unit_key: str | None = None) -> None:
         if self.on_call is None:
             return
         total_ms = (self.clock() - started) * 1000
         self.on_call(CallRecord(ctx, component, route.deployment_id if route else None,
                                 route.model_version if route else None, outcome, attempts,
                                 round(held_ms, 3), round(max(0.0, total_ms - held_ms), 3), *usage,
-                                variant=variant, shadow=shadow))
+                                variant=variant, shadow=shadow, unit_key=unit_key))
 
 
 def _overloaded(route: RouteView, shed: Shed) -> Overloaded:

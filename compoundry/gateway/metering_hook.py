@@ -59,7 +59,7 @@ def metering_callback(sink: MeteringSink, components: Callable[[], dict]) -> Cal
             mode=_mode(call, config),
             latency_class=ctx.latency_class, cold_start_ms=call.cold_start_ms, compute_ms=call.compute_ms,
             prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens, outcome=outcome,
-            cost=cost, shadow=call.shadow)
+            cost=cost, shadow=call.shadow, unit_key=call.unit_key[:110] if call.unit_key else None)
         held = _HELD.get()
         if held is None or call.shadow:
             sink.record(record)

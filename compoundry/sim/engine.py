@@ -11,7 +11,8 @@ Each tick (``scenario.tick_s`` virtual seconds) and for each component:
    by a fluid queue (capacity = ready replica-seconds x slots / service time);
    in ``auto`` mode what exceeds the replicas' concurrency threshold spills
    over to the serverless backend (``modes.spill_over``), and ``serverless``
-   components send everything there;
+   components send everything there; that backend has its own cold starts,
+   concurrency limit and throttling (:mod:`compoundry.sim.serverless`, ADR 0042);
 3. completions feed a ``CompletionWindow`` and ``policy.decide`` returns the
    replica count, exactly the gateway autoscaler's decision; the count is
    applied at the end of the tick (new replicas are ready ``cold_start_s`` later).
@@ -42,6 +43,7 @@ from compoundry.core.autoscaling.replica_policy import (
 from compoundry.core.autoscaling.warmup_plans import prewarm_targets
 from compoundry.core.dag import topological_levels
 from compoundry.core.routing.modes import DedicatedState, spill_over
+from compoundry.sim.serverless import ServerlessPool
 
 REPLICAS, AUTO, SERVERLESS = "replicas", "auto", "serverless"
 HELD_TICKS = DEMAND_TTL_TICKS  # a held call counts as queued demand this many ticks
@@ -70,6 +72,8 @@ class Records:
     ahead_s: np.ndarray  # fluid queue wait ahead of this tick's arrivals
     servers: np.ndarray  # mean busy-able slots over the tick
     external: np.ndarray  # share of the tick's calls sent to the serverless backend
+    ext_cold: np.ndarray  # share of those that met the backend's cold start (new concurrency)
+    ext_wait_s: np.ndarray  # their queue wait when the backend throttled (retries at its limit)
     replicas: np.ndarray  # replicas running or starting at the tick's end
     ready: np.ndarray  # replicas ready at the tick's end
 
@@ -83,6 +87,8 @@ class Result:
     external_calls: np.ndarray  # per component
     held_calls: np.ndarray  # calls that arrived while their component had no ready replica
     cold_starts: np.ndarray  # replicas started per component
+    serverless_cold: np.ndarray = None  # serverless calls that met the backend's cold start, per component
+    throttled: np.ndarray = None  # serverless calls the backend throttled, per component
     events: list[tuple[float, str, int, int, str]] = field(default_factory=list)  # (t, component, from, to, why)
 
 
@@ -90,9 +96,10 @@ class _Component:
     """One component's replicas, queue and autoscaler state."""
 
     __slots__ = ("ready", "starting", "backlog", "policy", "window", "held_at", "floor", "cold", "slots", "s",
-                 "tc", "mode", "scaling", "started", "last_in_flight", "observe_own")
+                 "tc", "mode", "scaling", "started", "last_in_flight", "observe_own", "remote")
 
-    def __init__(self, model, config, mode: str, min_replicas: int | None, down_s: float, window_s: float):
+    def __init__(self, model, config, mode: str, min_replicas: int | None, down_s: float, window_s: float,
+                 tick_s: float):
         self.scaling = config.scaling.model_copy(update={"min_replicas": min_replicas}) \
             if min_replicas is not None else config.scaling
         self.ready, self.starting, self.backlog = 0, [], 0.0
@@ -102,6 +109,7 @@ class _Component:
         self.held_at, self.floor, self.started, self.last_in_flight = -math.inf, 0, 0, 0
         self.tc, self.mode = config.scaling.target_concurrency, mode
         self.observe_own = True  # False when the policy scales on user requests instead
+        self.remote = ServerlessPool(model, tick_s) if mode in (AUTO, SERVERLESS) else None
 
     @property
     def total(self) -> int:
@@ -150,7 +158,7 @@ def simulate(scenario, calls: np.ndarray, user_requests: np.ndarray, plan: Plan,
     targets = {idx[c]: [idx[t] for t in prewarm_targets(scenario.pipelines, c)] if plan.prewarm else []
                for c in components}
     state = [_Component(scenario.models[c], scenario.components[c], plan.modes.get(c, REPLICAS),
-                        plan.min_replicas.get(c), scenario.down_stabilization_s, scenario.window_s)
+                        plan.min_replicas.get(c), scenario.down_stabilization_s, scenario.window_s, dt)
              for c in components]
     for i, c in enumerate(components):
         if plan.static is not None:
@@ -175,6 +183,7 @@ def simulate(scenario, calls: np.ndarray, user_requests: np.ndarray, plan: Plan,
             if comp.mode == SERVERLESS:
                 ext[i] += row[i]
                 rec.external[base + i] = 1.0
+                rec.ext_cold[base + i], rec.ext_wait_s[base + i] = comp.remote.serve(row[i], k, dt)
                 continue
             if row[i] and not comp.ready and not comp.starting and comp.mode == REPLICAS:
                 when = t0 + _reach_delay(i, t0, up_idx, state, ready_at_row)
@@ -183,7 +192,7 @@ def simulate(scenario, calls: np.ndarray, user_requests: np.ndarray, plan: Plan,
                     if state[j].total == 0 and state[j].mode == REPLICAS:
                         _wake(state[j], when, t1, rep_s, j, result, components, "prewarm")
             ready_at_row[i] = t0 if comp.ready else (min(comp.starting) if comp.starting else math.inf)
-            _serve(comp, row[i], t0, t1, dt, base + i, i, rec, ext, held)
+            _serve(comp, row[i], t0, t1, dt, base + i, i, rec, ext, held, k)
         for i in order_idx:
             comp = state[i]
             if comp.mode == SERVERLESS or plan.static is not None:
@@ -208,6 +217,8 @@ def simulate(scenario, calls: np.ndarray, user_requests: np.ndarray, plan: Plan,
     result.records = rec.arrays(n, width)
     result.replica_seconds, result.external_calls = np.array(rep_s), np.array(ext)
     result.held_calls, result.cold_starts = np.array(held), np.array([c.started for c in state])
+    result.serverless_cold = np.array([c.remote.cold_calls if c.remote else 0.0 for c in state])
+    result.throttled = np.array([c.remote.throttled_calls if c.remote else 0.0 for c in state])
     return result
 
 
@@ -215,7 +226,8 @@ class _Lists:
     """The records as flat Python lists while the clock runs (a list store is ~10x cheaper than numpy's)."""
 
     def __init__(self, size: int):
-        self.ready_in, self.ahead_s, self.servers, self.external = ([0.0] * size for _ in range(4))
+        self.ready_in, self.ahead_s, self.servers, self.external, self.ext_cold, self.ext_wait_s = (
+            [0.0] * size for _ in range(6))
         self.replicas, self.ready = [0] * size, [0] * size
 
     def arrays(self, n: int, width: int) -> Records:
@@ -224,7 +236,8 @@ class _Lists:
 
         f32 = np.float32
         return Records(arr(self.ready_in, f32), arr(self.ahead_s, f32), arr(self.servers, f32),
-                       arr(self.external, f32), arr(self.replicas, np.int32), arr(self.ready, np.int32))
+                       arr(self.external, f32), arr(self.ext_cold, f32), arr(self.ext_wait_s, f32),
+                       arr(self.replicas, np.int32), arr(self.ready, np.int32))
 
 
 def _reach_delay(i: int, t0: float, up_idx, state, ready_at_row) -> float:
@@ -245,7 +258,7 @@ def _wake(comp: _Component, when: float, t1: float, rep_s, i: int, result: Resul
 
 
 def _serve(comp: _Component, arrivals: int, t0: float, t1: float, dt: float, pos: int, i: int, rec: _Lists,
-           ext: list, held: list) -> None:
+           ext: list, held: list, tick: int) -> None:
     """Move finished cold starts to ready, serve the tick's calls, record what the latency model needs."""
     ready_s, first = comp.ready * dt, (t0 if comp.ready else math.inf)
     if comp.starting:
@@ -261,7 +274,7 @@ def _serve(comp: _Component, arrivals: int, t0: float, t1: float, dt: float, pos
         rec.ready_in[pos] = first - t0 if first != math.inf else (min(comp.starting) - t0 if comp.starting
                                                                     else math.inf)
     if comp.mode == AUTO:
-        _spill(comp, arrivals, ready_s, t0, dt, pos, i, rec, ext)
+        _spill(comp, arrivals, ready_s, t0, dt, pos, i, rec, ext, tick)
         return
     rate = comp.ready * comp.slots / comp.s  # calls per second once this tick's replicas are all ready
     work = comp.backlog + arrivals
@@ -276,7 +289,7 @@ def _serve(comp: _Component, arrivals: int, t0: float, t1: float, dt: float, pos
 
 
 def _spill(comp: _Component, arrivals: int, ready_s: float, t0: float, dt: float, pos: int, i: int, rec: _Lists,
-           ext: list) -> None:
+           ext: list, tick: int) -> None:
     """``auto`` mode: own replicas up to their concurrency threshold, the rest to the serverless backend.
 
     ``spill_over`` with nothing in flight says whether there is dedicated
@@ -284,9 +297,14 @@ def _spill(comp: _Component, arrivals: int, ready_s: float, t0: float, dt: float
     per ready replica) caps what the replicas take, as the per-call check does.
     """
     limit = 0.0 if spill_over(DedicatedState(comp.ready, 0, comp.tc, False)) else ready_s * comp.tc / comp.s
-    own = min(float(arrivals), limit)
-    ext[i] += arrivals - own
-    rec.external[pos] = (arrivals - own) / arrivals if arrivals else 0.0
+    retries = comp.remote.take_retries()  # the backend's throttled calls come back through the gateway
+    work = arrivals + retries
+    own = min(work, limit)
+    before = comp.remote.served
+    rec.ext_cold[pos], rec.ext_wait_s[pos] = comp.remote.serve(work - own, tick, dt, min(retries, work - own),
+                                                               limit / dt)
+    ext[i] += comp.remote.served - before  # billed when the backend serves them
+    rec.external[pos] = (work - own) / work if work else 0.0
     rec.servers[pos] = ready_s * comp.slots / dt
     if comp.observe_own:
         comp.window.add(t0 + dt / 2, comp.s, arrivals)  # spilled calls are metered on the serving route too

@@ -12,7 +12,10 @@ component waits for
   (Sakasegawa's approximation, scaled by the arrival and service CVs),
 
 then serves for a lognormal service time; a call the mode sends to the
-serverless backend only pays its overhead. Vectorised over all samples at once.
+serverless backend pays its overhead, the backend's throttling queue and, when
+the tick needed concurrency the backend had not kept warm, its cold start
+(ADR 0042; drawn from a second stream, so that an always-warm, unlimited
+backend gives exactly the numbers it gave before). Vectorised over all samples at once.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def sample_times(counts: np.ndarray, tick_s: float, per_interval: int, samples: 
 def pipeline_latency(scenario, name: str, counts: np.ndarray, result, calls: np.ndarray, trace_cv: float,
                      samples: int = 200, seed: int = 0) -> PipelineLatency:
     """Per-interval P95 of one pipeline under one policy's records."""
-    rng = np.random.default_rng(seed)
+    rng, remote_rng = np.random.default_rng(seed), np.random.default_rng([seed, 42])
     pipeline, dt = scenario.pipelines[name], scenario.tick_s
     per_interval = max(1, int(round(scenario.interval_s / dt)))
     arrival, seen = sample_times(counts, dt, per_interval, samples, rng)
@@ -82,8 +85,9 @@ def pipeline_latency(scenario, name: str, counts: np.ndarray, result, calls: np.
             cold_wait = np.maximum(0.0, k * dt + rec.ready_in[k, i] - reach)
             wait = cold_wait + rec.ahead_s[k, i] + wq[k] * rng.exponential(size=reach.shape)
             external = rng.uniform(size=reach.shape) < rec.external[k, i]
-            wait = np.where(external, model.serverless_overhead_s, wait)
-            cold |= (cold_wait > 0) & ~external
+            remote_cold = _remote_cold_wait(model, rec.ext_cold[k, i], k * dt - reach, remote_rng)
+            wait = np.where(external, model.serverless_overhead_s + rec.ext_wait_s[k, i] + remote_cold, wait)
+            cold |= np.where(external, remote_cold > 0, cold_wait > 0)
             runs = rng.uniform(size=reach.shape) < ratio
             finish[step] = reach + runs * (wait + _service(model, reach.shape, rng))
     total = np.max(np.stack(list(finish.values())), axis=0) - arrival
@@ -91,6 +95,14 @@ def pipeline_latency(scenario, name: str, counts: np.ndarray, result, calls: np.
         p95 = np.where(seen, np.percentile(total, 95, axis=1), np.nan)
     return PipelineLatency(p95, steady_p95(scenario, name, rng), pipeline.sla_ms / 1000,
                            float(cold[seen].mean()) if seen.any() else 0.0)
+
+
+def _remote_cold_wait(model, share: np.ndarray, tick_offset: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Cold-start wait of serverless calls: ``share`` of them wait until ``cold_start_s`` after their tick's start."""
+    cold_s = model.serverless.cold_start_s
+    if cold_s <= 0 or not share.any():
+        return np.zeros(share.shape)
+    return np.where(rng.uniform(size=share.shape) < share, np.maximum(0.0, tick_offset + cold_s), 0.0)
 
 
 def steady_p95(scenario, name: str, rng: np.random.Generator, samples: int = 20_000) -> float:

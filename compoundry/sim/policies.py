@@ -8,7 +8,8 @@ They are cumulative, as the study's argument is:
 * ``prewarm`` - + coordinated pre-warming of downstream components on first access;
 * ``scheduled`` - + the scenario's scheduled warm-ups (capacity floors from ``schedules:``);
 * ``hybrid`` - + per component the cheaper mode: ``serverless`` (pay per call) or ``auto``
-  (own replicas, spill-over to serverless when they are cold or saturated).
+  (own replicas, spill-over to serverless when they are cold or saturated); ``serverless`` only
+  where the endpoint's concurrency limit carries the trace's 99th-percentile tick (ADR 0042).
 
 Static sizing and the hybrid's mode choice use the production Little's-law
 rule (``policy.needed_replicas``) on the trace's own rates.
@@ -74,7 +75,10 @@ def schedule_floors(scenario, n_ticks: int) -> dict[str, np.ndarray]:
 
 
 def hybrid_modes(scenario, calls: np.ndarray, components: list[str]) -> dict[str, str]:
-    """Per component the cheaper way to serve the trace: all calls serverless, or own replicas by the hour."""
+    """Per component the cheaper way to serve the trace: all calls serverless, or own replicas by the hour.
+
+    Serverless is only chosen where its concurrency limit carries the ``STATIC_PERCENTILE`` tick:
+    an endpoint that throttles ordinary traffic is not an option, whatever it costs."""
     per_hour = max(1, int(round(3600 / scenario.tick_s)))
     modes = {}
     for i, c in enumerate(components):
@@ -82,7 +86,12 @@ def hybrid_modes(scenario, calls: np.ndarray, components: list[str]) -> dict[str
         hours = column[: len(column) // per_hour * per_hour].reshape(-1, per_hour).sum(axis=1) / per_hour
         own = sum(need(scenario, c, h) for h in hours) * scenario.components[c].prices.replica_hour
         serverless = column.sum() * scenario.models[c].serverless_per_call
-        modes[c] = SERVERLESS if serverless < own else AUTO
+        model = scenario.models[c]
+        limit = model.serverless.concurrency_limit
+        call_s = model.service_s + model.serverless_overhead_s
+        busy = np.percentile(column, STATIC_PERCENTILE) * call_s / scenario.tick_s  # calls in flight
+        fits = limit is None or busy <= limit
+        modes[c] = SERVERLESS if serverless < own and fits else AUTO
     return modes
 
 

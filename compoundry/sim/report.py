@@ -18,13 +18,15 @@ def _pct(x: float | None) -> str:
 def policy_table(outcomes: list, static_cost: float | None) -> list[str]:
     pipelines = list(outcomes[0].pipelines)
     head = ["policy", "cost $", "vs static"] + [f"{p}: within SLO / median P95 / worst P95 (s)" for p in pipelines] \
-        + ["calls held for a cold start", "replica starts"]
+        + ["calls held for a cold start", "replica starts", "serverless calls: cold / throttled"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for o in outcomes:
         cells = [o.policy, f"{o.cost:,.0f}", _pct(1 - o.cost / static_cost) if static_cost else "-"]
         cells += [f"{100 * x.within_slo:.2f}% / {x.median_p95_s:.2f} / {x.worst_p95_s:,.1f}" for x in o.pipelines.values()]
         cells += [f"{sum(c.held_calls for c in o.components.values()):,}",
-                  f"{sum(c.replica_starts for c in o.components.values()):,}"]
+                  f"{sum(c.replica_starts for c in o.components.values()):,}",
+                  f"{sum(c.serverless_cold_calls for c in o.components.values()):,} / "
+                  f"{sum(c.throttled_calls for c in o.components.values()):,}"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

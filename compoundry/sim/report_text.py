@@ -50,14 +50,16 @@ def render(outcomes: list, analyses: dict, meta: dict, policy_table, provisionin
           "finds its replicas. During a spike the autoscaler sees at most the lane's 256 queued calls, so "
           "it needs two cold-start rounds to reach spike capacity. The queue is kept, not shed, so a breach "
           "lasts until it drains. `auto` mode spills those calls to the serverless "
-          "backend, modelled as always warm with unlimited capacity. |",
+          "backend, which has its own cold start after idling and a concurrency limit (ADR 0042): in a spike "
+          "the spill above the limit is throttled and retried, so `hybrid` breaches too, only less often. |",
         f"| cost vs static | 30-40% lower | {_pct(s['vs_static'].get(full.policy))} lower (`{full.policy}`) | "
         "Static is sized for the 99th percentile of per-tick demand (spikes excluded) and runs 24/7; "
         "our day has a 10 h plateau, nights at 8% and weekends at 30%. |",
         f"| hybrid vs pure dedicated / pure serverless | 15-20% lower | {_pct(s['hybrid_saving'])} lower than the "
         f"cheaper of the two (dedicated ${s['pure_dedicated']:,.0f}, serverless ${s['pure_serverless']:,.0f}, "
         f"hybrid ${s['hybrid']:,.0f}) | The LLM dominates cost and stays on its own replicas in both; the "
-        "saving comes from the small components, whose replicas idle at low utilisation. |"
+        "saving comes from the small components, whose replicas idle at low utilisation. Pure serverless is "
+        "priced per call only; its LLM would be throttled at the endpoint's concurrency limit in every spike. |"
         if s["hybrid"] else "| hybrid | 15-20% | not run | |",
         f"| cascading cold start (30/150/20 s, embedding before LLM) | 180 s | {c['formula_s']['naive']:.0f} s "
         f"(simulator: {c['simulated_s']['naive']:.1f} s) | same model of the chain |",

@@ -27,6 +27,8 @@ class ComponentOutcome:
     over_hours: float  # replica-hours above what Little's law needed
     under_hours: float  # replica-hours short of it (ready replicas only)
     mode: str
+    serverless_cold_calls: int = 0  # serverless calls that met the backend's cold start
+    throttled_calls: int = 0  # serverless calls the backend throttled (retried at its concurrency limit)
 
 
 @dataclass
@@ -121,7 +123,7 @@ def _component(scenario, name: str, calls: np.ndarray, result, i: int, mode: str
         held_calls=int(result.held_calls[i]), replica_starts=int(result.cold_starts[i]),
         over_hours=float(np.maximum(0, rec.replicas[:, i] - needed).sum() * dt / 3600) if mode != "serverless" else 0.0,
         under_hours=float(np.maximum(0, needed - rec.ready[:, i]).sum() * dt / 3600) if mode != "serverless" else 0.0,
-        mode=mode)
+        mode=mode, serverless_cold_calls=int(result.serverless_cold[i]), throttled_calls=int(result.throttled[i]))
 
 
 def _per_interval(series: np.ndarray, per: int) -> list[float]:

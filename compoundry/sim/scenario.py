@@ -5,7 +5,8 @@ A scenario file holds ``components:`` and ``pipelines:`` in exactly the
 the scaling bounds, prices, modes, SLAs and DAGs are the ones the gateway
 would use), ``schedules:`` in the ``schedules.yaml`` schema (scheduled
 warm-ups), and two sections of its own: ``models:`` (service time, cold start,
-replica capacity per component) and ``traffic:`` (the generator's settings).
+replica capacity per component, and the serverless endpoint's cold start,
+concurrency limit and throttling) and ``traffic:`` (the generator's settings).
 Loading goes through the config loader, so a typo is reported as file:line.
 """
 
@@ -27,6 +28,17 @@ from compoundry.core.autoscaling.replica_policy import COLD_STARTS_PER_DOWN_WIND
 SCENARIOS_DIR = Path(__file__).parent / "scenarios"
 
 
+class ServerlessModel(Strict):
+    """The component's hosted serverless endpoint (ADR 0042; defaults: a typical scale-to-zero endpoint)."""
+
+    cold_start_s: NonNegativeFloat = Field(5.0, description="seconds before concurrency the endpoint did not keep "
+                                                            "warm can serve (0: always warm)")
+    keep_warm_s: NonNegativeFloat = Field(300.0, description="an idle instance is reclaimed after this long")
+    concurrency_limit: PositiveInt | None = Field(200, description="calls in flight at once; above it calls are "
+                                                                   "throttled (null: unlimited)")
+    retry_after_s: NonNegativeFloat = Field(1.0, description="a throttled call is retried after this long")
+
+
 class ComponentModel(Strict):
     """How one component behaves on the virtual clock."""
 
@@ -36,6 +48,8 @@ class ComponentModel(Strict):
     slots_per_replica: PositiveInt = Field(description="calls one replica serves at once without slowing down")
     serverless_per_call: NonNegativeFloat = Field(0.0, description="price of one call on the serverless backend")
     serverless_overhead_s: NonNegativeFloat = Field(0.05, description="extra latency of a serverless call")
+    serverless: ServerlessModel = Field(default_factory=ServerlessModel,
+                                        description="cold starts, concurrency limit and throttling of that backend")
 
 
 class Spikes(Strict):

@@ -253,6 +253,7 @@ class MeteringRow(Base):
     shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # added later:
     # PlatformStore.create_schema adds it to older databases
     delivered: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    unit_key: Mapped[str | None] = mapped_column(String(110), nullable=True)  # an experiment's sticky key
 
 
 metering_table = MeteringRow.__table__

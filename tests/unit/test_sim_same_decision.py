@@ -70,7 +70,7 @@ def test_the_live_autoscaler_decides_what_the_simulator_decided(monkeypatch):
         return True
 
     routes.refresh = refresh
-    board = SimpleNamespace(load_of=lambda c, d: load[0])
+    board = SimpleNamespace(load_of=lambda c, d: load[0], processes=1)
     config = SimpleNamespace(components={NAME: component}, pipelines={})
     settings = SimpleNamespace(tick_s=scenario.tick_s, window_s=scenario.window_s, up_stabilization_s=0.0,
                                down_stabilization_s=scenario.down_stabilization_s)

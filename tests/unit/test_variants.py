@@ -37,6 +37,8 @@ def test_assignment_follows_the_split_plan_of_the_session_key():
     for i in range(50):
         got = r.assign("emb", session=f"s{i}", user=None, request_id=f"r{i}")
         assert got.variant == plan.variant_for(f"s:s{i}") and got.sticky and got.experiment == "emb-ab"
+        assert got.unit_key == f"s:s{i}"  # metered with the call: the experiment's unit of analysis
+    assert r.assign("emb", session=None, user=None, request_id="r1").unit_key is None  # no sticky key
 
 
 def test_a_variant_with_a_ready_route_of_its_own_gets_it():

@@ -65,6 +65,7 @@ class MeteringRecord:
     outcome: str = OK
     cost: float = 0.0
     shadow: bool = False  # a mirrored experiment call: it costs, but no client saw its answer
+    unit_key: str | None = None  # an experiment's sticky key (s:<session> / u:<user>): its unit of analysis
     delivered: bool = True  # False: the gateway never finished sending its request's answer (killed, client gone)
 
     @property

@@ -38,6 +38,7 @@ class Assignment:
     variant: str | None = None
     shadow: str | None = None
     sticky: bool = False
+    unit_key: str | None = None  # the sticky key (``s:<session>``, ``u:<user>``): the unit of the analysis
 
 
 NO_EXPERIMENT = Assignment()
@@ -73,7 +74,7 @@ class VariantRouter:
             return NO_EXPERIMENT
         key, sticky = routing_key(entry.plan.sticky_key, session=session, user=user, request_id=request_id)
         route = entry.plan.route(key)
-        return Assignment(entry.name, route.variant, route.shadow, sticky)
+        return Assignment(entry.name, route.variant, route.shadow, sticky, key if sticky else None)
 
     def resolve(self, component: str, serving: RouteView | None, serving_alias: str,
                 variant: str | None) -> tuple[RouteView | None, str | None]:
