@@ -189,6 +189,13 @@ class Sink:
         self.records.append(rec)
 
 
+@pytest.fixture(autouse=True)
+def _workers_from_the_config(monkeypatch):
+    """The worker count these tests write in platform.yaml, not a COMPOUNDRY_GATEWAY_WORKERS another test's
+    platform left in the environment."""
+    monkeypatch.delenv("COMPOUNDRY_GATEWAY_WORKERS", raising=False)
+
+
 def limited_settings(tmp_path, limits: str, workers: int = 1) -> PlatformSettings:
     (tmp_path / "platform.yaml").write_text(f"gateway: {{workers: {workers}, rate_limits: {limits}}}\n")
     return PlatformSettings.load(tmp_path)
