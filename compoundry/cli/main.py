@@ -9,12 +9,13 @@ group; this one only assembles them.
 from __future__ import annotations
 
 import os
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from compoundry.cli import platform_commands, registry_commands
+from compoundry.cli import logs_commands, platform_commands, registry_commands
 from compoundry.cli.config_commands import config_app
 from compoundry.cli.experiment_commands import experiment_app
 from compoundry.cli.keys_commands import keys_app
@@ -29,12 +30,23 @@ app = typer.Typer(
 )
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        try:
+            print(f"compoundry {version('compoundry')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            print("compoundry (not installed)")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     config_dir: Optional[Path] = typer.Option(
         None, "--config-dir", envvar="COMPOUNDRY_CONFIG_DIR",
         help="Directory holding platform.yaml and the other configs (default: the repository's configs/).",
     ),
+    show_version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                      help="Print the version and exit."),
 ) -> None:
     """Serve compound AI systems: MLflow + Prefect + BentoML behind one Prediction Service."""
     if config_dir is not None:
@@ -44,6 +56,7 @@ def main(
 
 platform_commands.register_commands(app)
 registry_commands.register_commands(app)
+logs_commands.register_commands(app)
 for name, group in (("config", config_app), ("keys", keys_app), ("plan", plan_app), ("warmup", warmup_app),
                     ("targets", targets_app), ("experiment", experiment_app), ("report", report_app),
                     ("simulate", simulate_app), ("k8s", k8s_app)):
