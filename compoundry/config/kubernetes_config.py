@@ -79,8 +79,9 @@ class KubernetesSettings(Strict):
 
     namespace: str = Field("compoundry", description="namespace the rendered objects go to")
     route_to: Literal["service", "pods"] = Field(
-        "service", description="where gateways send a deployment's calls: its Service's cluster DNS name, or "
-                               "each ready pod address of the Service's Endpoints (gateway in the pod network)")
+        "pods", description="where gateways send a deployment's calls: each ready pod address of the Service's "
+                            "Endpoints (the gateway balances, ejects and sizes lanes per pod), or the Service's "
+                            "cluster DNS name (one address: kube-proxy balances)")
     service_account: str = Field("compoundry-model", description="service account of model pods (no API token)")
     mlflow_tracking_uri: ValueRef = Field(
         default_factory=lambda: ValueRef(kind="ConfigMap", name="compoundry-platform", key="MLFLOW_TRACKING_URI"),

@@ -104,7 +104,7 @@ class FakeCluster:
 
     def __init__(self, rollout: list[bool], endpoints: list[str]):
         self.rollout, self.endpoints, self.calls = list(rollout), endpoints, []
-        self.settings = KubernetesSettings(images={"registry": "registry.test/c", "tag": "1"})
+        self.settings = KubernetesSettings(images={"registry": "registry.test/c", "tag": "1"}, route_to="service")
 
     def apply(self, spec):
         self.calls.append(("apply", spec.image))
