@@ -8,6 +8,8 @@ and MLflow resolved to the test's server (the ConfigMap reference a kubelet woul
 ``/readyz`` answers it writes a Running Pod, the Deployment's status (observed, updated, available) and
 the Service's Endpoints (``127.0.0.1:<port>``: what ``kubernetes.route_to: pods`` routes to). A deleted
 Deployment's process gets SIGTERM; its Pod and Endpoints go. One pod per Deployment, images ignored.
+A Knative Service gets an activator (tests/integration/kube_activator.py) as its address, Ready at once:
+its pod starts on the first request and stops after the idle window, as Knative scales to zero.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import httpx
 from bentos.build import serve_command
 from compoundry.host.processes import stop_process_group
 from tests.integration.fake_kube_api import FakeKubeAPI
+from tests.integration.kube_activator import Activator
 from tests.integration.stub_backend import free_port
 
-APPS, CORE = "apis/apps/v1", "api/v1"
+APPS, CORE, KNATIVE = "apis/apps/v1", "api/v1", "apis/serving.knative.dev/v1"
 
 
 @dataclass
@@ -42,6 +45,7 @@ class NodeAgent:
         self.api, self.settings, self.bentos, self.poll_s = api, settings, bentos, poll_s
         self.pods: dict[str, Pod] = {}  # Deployment name -> its one pod
         self.started: list[str] = []  # Deployment names, in the order their pods started
+        self.activators: dict[str, Activator] = {}  # Knative Service name -> its activator
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="node-agent", daemon=True)
 
@@ -52,6 +56,8 @@ class NodeAgent:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(10)
+        for activator in self.activators.values():
+            activator.close()
         for pod in self.pods.values():
             stop_process_group(pod.process.pid, 5)
 
@@ -73,13 +79,52 @@ class NodeAgent:
             if pod.ready and deployment.get("status", {}).get("observedGeneration") != \
                     deployment["metadata"]["generation"]:
                 self._publish(pod, deployment)  # a new generation (a patched floor) observed: still one pod
+        self._reconcile_knative()
         for name in set(self.pods) - set(wanted):
             pod = self.pods.pop(name)
             stop_process_group(pod.process.pid, 10)
             self.api.drop(CORE, pod.namespace, "pods", f"{name}-pod")
             self.api.drop(CORE, pod.namespace, "endpoints", name)
 
+    def _reconcile_knative(self) -> None:
+        services = {key[3]: obj for key, obj in list(self.api.objects.items())
+                    if key[0] == KNATIVE and key[2] == "services"}
+        for name, service in services.items():
+            activator = self.activators.get(name)
+            if activator is None:
+                activator = self.activators[name] = self._activator(name, service)
+                self.api.set_status(KNATIVE, service["metadata"]["namespace"], "services", name, {
+                    "observedGeneration": service["metadata"]["generation"], "url": activator.url,
+                    "address": {"url": activator.url}, "latestReadyRevisionName": f"{name}-00001",
+                    "conditions": [{"type": "Ready", "status": "True"}]})
+            activator.configure(service["spec"]["template"]["metadata"].get("annotations", {}))
+            activator.tick()
+        for name in set(self.activators) - set(services):
+            self.activators.pop(name).close()
+
+    def _activator(self, name: str, service: dict) -> Activator:
+        namespace, labels = service["metadata"]["namespace"], service["spec"]["template"]["metadata"]["labels"]
+
+        def start() -> Pod:
+            pod = self._launch(name, service)
+            self.api.seed(CORE, namespace, "pods", {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": f"{name}-pod", "namespace": namespace, "labels": labels},
+                "status": {"phase": "Running", "podIP": "127.0.0.1"}})
+            return pod
+
+        def stop(pod: Pod) -> None:
+            stop_process_group(pod.process.pid, 10)
+            self.api.drop(CORE, namespace, "pods", f"{name}-pod")
+
+        return Activator(start, stop, self._answers, lambda pod: f"http://127.0.0.1:{pod.port}")
+
     def _start(self, name: str, deployment: dict) -> Pod:
+        pod = self.pods[name] = self._launch(name, deployment)
+        self.started.append(name)
+        return pod
+
+    def _launch(self, name: str, deployment: dict) -> Pod:
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         engine = deployment["spec"]["template"]["metadata"]["labels"]["compoundry.io/engine"]
         env = self.settings.child_env()
@@ -88,9 +133,7 @@ class NodeAgent:
         log = open(self.settings.logs_dir / f"node-agent-{name}.log", "ab")
         process = subprocess.Popen(serve_command(self.bentos[engine], port, "127.0.0.1"), env=env, stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        pod = self.pods[name] = Pod(name, deployment["metadata"]["namespace"], port, process)
-        self.started.append(name)
-        return pod
+        return Pod(name, deployment["metadata"]["namespace"], port, process)
 
     @staticmethod
     def _answers(pod: Pod) -> bool:

@@ -5,7 +5,9 @@ flow server → server-side apply to the fake API server → the node agent (tes
 kube_node_agent.py, a fixture) starts the real Bento for the Deployment and reports its Pod ready and its
 Endpoints → the flow routes to it → the gateway answers a pipeline mixing a ``local`` component and a
 ``kubernetes`` one. Then v2 rolls out blue/green under light load: no failed call, v1's objects deleted
-once it has drained. `compoundry down` leaves the remote deployment routed and running.
+once it has drained. A serverless component on Kubernetes (a Knative Service, its activator played by the
+node agent) scales to zero when idle and back on the next call. `compoundry down` leaves the remote
+deployment routed and running.
 """
 
 from __future__ import annotations
@@ -30,13 +32,13 @@ from compoundry.scaling.targets.target_choice import (
 )
 from compoundry.store import PlatformStore
 from tests.integration.fake_kube_api import FakeKubeAPI
-from tests.integration.kube_node_agent import APPS, NodeAgent, wait_for
+from tests.integration.kube_node_agent import APPS, KNATIVE, NodeAgent, wait_for
 from tests.integration.platform_fixture import PrefectAPI, platform_env
 from tests.integration.scaling_fixture import write_configs
 
 pytestmark = pytest.mark.integration
 
-LOCAL_MODEL, REMOTE_MODEL = "compoundry-sleeper", "compoundry-sleeper-k8s"
+LOCAL_MODEL, REMOTE_MODEL, SERVERLESS_MODEL = "compoundry-sleeper", "compoundry-sleeper-k8s", "compoundry-sleeper-kn"
 COMPONENTS = f"""
 components:
   ranker:
@@ -52,6 +54,13 @@ components:
     target: kubernetes
     scaling: {{min_replicas: 1, max_replicas: 1, idle_window_s: 600}}
     timeouts: {{request_s: 30, cold_start_s: 120}}
+  summarizer:
+    model: {SERVERLESS_MODEL}
+    engine: pyfunc
+    mode: serverless
+    target: kubernetes
+    scaling: {{min_replicas: 0, max_replicas: 1, idle_window_s: 6}}
+    timeouts: {{request_s: 90, cold_start_s: 120}}
 """
 PIPELINES = """
 pipelines:
@@ -103,8 +112,10 @@ def cluster(tmp_path_factory):
                     models = ModelStore(settings.mlflow_url)
                     models.register(LOCAL_MODEL, log_sleeper(0.0, "ranker"))  # each → webhook → deploy
                     models.register(REMOTE_MODEL, log_sleeper(0.0, "scorer-v1"))
+                    models.register(SERVERLESS_MODEL, log_sleeper(0.0, "summarizer-v1"))
                     store = PlatformStore(settings.database_url)
-                    wait_for(lambda: {"ranker", "scorer"} <= set(store.routes()), 180, "both routes")
+                    wait_for(lambda: {"ranker", "scorer", "summarizer"} <= set(store.routes()), 180,
+                             "the three routes")
                     yield supervisor, store, api, agent
             finally:
                 supervisor.down()
@@ -180,10 +191,31 @@ def test_a_new_version_rolls_out_blue_green_with_no_failed_call(cluster):
     assert runs_in(agent, resource_name(green.deployment_id), remote)
 
 
+def test_a_serverless_component_scales_to_zero_and_back(cluster):
+    """Knative's address is the route; the first call starts the pod, idleness stops it, the next starts it."""
+    supervisor, store, api, agent = cluster
+    route = store.routes()["summarizer"]
+    name = resource_name(route.deployment_id)
+    assert name in api.names(KNATIVE, "services") and name not in api.names(APPS, "deployments")
+    activator = agent.activators[name]
+    assert [r.url for r in route.replicas] == [activator.url]  # the gateway goes through the activator
+    body = {"inputs": {"data": [{"delay_ms": 0, "text": "wake"}]}}
+    wait_for(lambda: activator.pod is None, 90, "the service at zero (the deploy's own check woke it)")
+    before = activator.starts
+    with httpx.Client(base_url=supervisor.settings.gateway_url, timeout=120) as client:
+        first = client.post("/v1/components/summarizer", json=body)
+        assert first.status_code == 200, first.text
+        assert activator.starts == before + 1  # held while its pod started from zero
+        wait_for(lambda: activator.pod is None, 90, "the scale to zero after the idle window")
+        second = client.post("/v1/components/summarizer", json=body)
+    assert second.status_code == 200, second.text
+    assert activator.starts == before + 2 and second.json()["outputs"]["predictions"][0]["echo"] == "wake"
+
+
 def test_down_leaves_the_remote_deployment_running_and_routed(cluster):
     supervisor, store, api, agent = cluster
     remote = store.routes()["scorer"].deployment_id
     supervisor.down()
     assert resource_name(remote) in api.names(APPS, "deployments")
     assert store.routes()["scorer"].replicas and not store.routes()["ranker"].replicas
-    assert remote_deployments(store) == {remote: "kubernetes"}
+    assert set(remote_deployments(store)) == {remote, store.routes()["summarizer"].deployment_id}
