@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.table import Table
 
 from compoundry.cli.common import console, err_console, fail, load_settings, open_store
+from compoundry.cli.listing import print_rows
 from compoundry.store.api_key_store import ApiKeys
 
 keys_app = typer.Typer(help="API keys for the Prediction Service (stored hashed; shown once).", no_args_is_help=True)
@@ -41,10 +41,9 @@ def list_keys(as_json: bool = typer.Option(False, "--json", help="Print JSON."))
     if as_json:
         console.print_json(json.dumps(rows))
         return
-    table = Table("id", "tenant", "scopes", "name", "created", "revoked")
-    for r in rows:
-        table.add_row(r["id"], r["tenant"], r["scopes"], r["name"], r["created_at"], "yes" if r["revoked"] else "")
-    console.print(table)
+    print_rows(console, ("id", "tenant", "scopes", "name", "created", "revoked"),
+               [(r["id"], r["tenant"], r["scopes"], r["name"], r["created_at"], "yes" if r["revoked"] else "")
+                for r in rows])
 
 
 @keys_app.command()

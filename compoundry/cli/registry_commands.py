@@ -8,9 +8,9 @@ from dataclasses import asdict
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from compoundry.cli.common import console, fail, load_settings, open_store, platform
+from compoundry.cli.listing import print_rows
 from compoundry.core.deploy_decisions import TAG_COMPONENT, TAG_DEPLOY, DeployRequest
 from compoundry.scaling.targets.target_choice import deployment_target
 from compoundry.store.capacity import CapacityStore
@@ -84,12 +84,12 @@ def deployments(as_json: bool = typer.Option(False, "--json", help="Print JSON."
     if as_json:
         console.print_json(json.dumps([{**asdict(d), "target": targets[d.id]} for d in rows]))
         return
-    table = Table("deployment", "component", "model", "version", "status", "routed", "target", "replicas", "load s")
-    for d in rows:
-        table.add_row(d.id, d.component, d.model_name, d.model_version, d.status,
-                      (f"variant {d.variant}" if d.variant else "yes") if d.routed else "", targets[d.id],
-                      ", ".join(r.url for r in live[d.id]), f"{d.load_time_s:.1f}" if d.load_time_s else "")
-    console.print(table)
+    columns = ("deployment", "component", "model", "version", "status", "routed", "target", "replicas", "load s")
+    print_rows(console, columns, [
+        (d.id, d.component, d.model_name, d.model_version, d.status,
+         (f"variant {d.variant}" if d.variant else "yes") if d.routed else "", targets[d.id],
+         ", ".join(r.url for r in live[d.id]), f"{d.load_time_s:.1f}" if d.load_time_s else "")
+        for d in rows])
 
 
 def demo(timeout: float = typer.Option(900, help="Seconds to wait for the deployments.")) -> None:
