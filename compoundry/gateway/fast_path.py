@@ -40,6 +40,7 @@ from compoundry.gateway.predictions import (
     invoke_component,
     run_pipeline_request,
 )
+from compoundry.gateway.security import read_body, replay_body
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -108,7 +109,7 @@ class FastPredictions:
             return await self.app(scope, receive, send)
         answer, name = route
         headers = _headers(scope)
-        body = await _body(receive)
+        body = await read_body(receive)
         parsed = _parsed(headers.get("content-type"), body)
         state = scope.get("state", {})
         request_id = state.get("request_id")
@@ -118,7 +119,7 @@ class FastPredictions:
         except GatewayError as exc:
             return await error_response(exc, request_id)(scope, receive, send)
         if payload is None:  # FastAPI's handlers say what is wrong with it, in their words
-            return await self.app(scope, _replay(body, receive), send)
+            return await self.app(scope, replay_body(body, receive), send)
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", str(len(payload)).encode()), *JSON_HEADERS]})
         await send({"type": "http.response.body", "body": payload})
@@ -145,17 +146,6 @@ def _headers(scope) -> dict[str, str]:
     return found
 
 
-async def _body(receive) -> bytes:
-    chunks, more = [], True
-    while more:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        more = message.get("more_body", False)
-    return b"".join(chunks)
-
-
 def _parsed(content_type: str | None, body: bytes) -> Any:
     """The parsed body when it is declared and parses as JSON; None for anything FastAPI should judge."""
     if content_type is None or content_type.split(";", 1)[0].strip().lower() != "application/json":
@@ -164,15 +154,3 @@ def _parsed(content_type: str | None, body: bytes) -> Any:
         return from_json(body)  # pydantic's parser: exact big integers and NaN, as json.loads; orjson differs
     except ValueError:
         return None
-
-
-def _replay(body: bytes, receive):
-    sent = False
-
-    async def replay():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-    return replay

@@ -18,7 +18,7 @@ from compoundry.core.costs.records import RATE_LIMITED, MeteringRecord
 from compoundry.core.rate_limits import asks_for, estimate_tokens, rules_for
 from compoundry.gateway.errors import GatewayError, error_response
 from compoundry.gateway.rate_limit_backends import Buckets, LocalBuckets, RedisBuckets
-from compoundry.gateway.security import replay_body, required_scope
+from compoundry.gateway.security import read_body, replay_body, required_scope
 
 ANONYMOUS = "anonymous"  # the tenant of a call without a key (gateway.auth_required: false), as metering has it
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")
@@ -72,7 +72,7 @@ class RateLimits:
             return await self.app(scope, receive, send)
         body = None
         if any(rule is not None and rule.limits_tokens for rule in (tenant_rule, key_rule)):
-            body = await _read(receive)
+            body = await read_body(receive)
             receive = replay_body(body, receive)
         asks = asks_for(tenant, key_id, tenant_rule, key_rule, estimate_tokens(body) if body else 0,
                         self.divisor, self.prefix)
@@ -80,7 +80,7 @@ class RateLimits:
         if verdict is None or verdict.allowed:
             return await self.app(scope, receive, send)
         if body is None:
-            body = await _read(receive)
+            body = await read_body(receive)
         request_id = scope.get("state", {}).get("request_id") or ""
         limit = _LIMIT_NAMES.get((verdict.refused_by or "")[-3:], "requests_per_minute")
         whose = "key" if ":key:" in (verdict.refused_by or "") else "tenant"
@@ -126,14 +126,3 @@ def _header(scope, name: bytes) -> str:
         if key.lower() == name:
             return value.decode("latin-1").strip().lower()
     return ""
-
-
-async def _read(receive) -> bytes:
-    chunks, more = [], True
-    while more:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        more = message.get("more_body", False)
-    return b"".join(chunks)

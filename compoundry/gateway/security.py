@@ -132,6 +132,18 @@ def _wanted_headers(scope) -> dict[str, str]:
     return found
 
 
+async def read_body(receive) -> bytes:
+    """The whole request body (Security has bounded it already), for a middleware inside it that reads it."""
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
 def replay_body(body: bytes, receive):
     """A ``receive`` that gives the app ``body`` (already read by a middleware), then the client's next message."""
     sent = False

@@ -32,6 +32,7 @@ from compoundry.config.loader import ConfigError, load_config
 from compoundry.config.settings import PlatformSettings
 from compoundry.control.api import router as control_router
 from compoundry.gateway.app import GatewayParts, create_app
+from compoundry.host.processes import pid_alive
 from compoundry.metering import MeteringSink
 from compoundry.metering.recovery import recover_spools
 from compoundry.metering.spool import Spool
@@ -116,22 +117,12 @@ def _metrics_dir(state_dir: Path) -> Path:
     root = state_dir / "prometheus"
     root.mkdir(parents=True, exist_ok=True)
     for old in root.iterdir():
-        if not old.name.isdigit() or not _alive(int(old.name)):
+        if not old.name.isdigit() or not pid_alive(int(old.name)):
             shutil.rmtree(old, ignore_errors=True)
     mine = root / str(os.getpid())
     shutil.rmtree(mine, ignore_errors=True)
     mine.mkdir()
     return mine
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def main() -> int:
